@@ -1,0 +1,322 @@
+"""Settings and the integrations file (SPEC section 2), validated once at start.
+
+The file is `--config FILE`, else `$MEDIAWORKER_CONFIG`, else `./mediaworker.toml`. Credentials
+never live in it: each provider's standard chain supplies them. Environment variables
+`MEDIAWORKER_<SECTION>__<FIELD>` (and `MEDIAWORKER_BROKER_URL`) override the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import re
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.errors import ConfigError
+from worker.layout import normalize_prefix
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG_NAME = "mediaworker.toml"
+MAX_SIGNED_URL_SECONDS = 4 * 3600
+
+
+class Provider(StrEnum):
+    LOCAL = "local"
+    AWS = "aws"
+    WASABI = "wasabi"
+    S3 = "s3"
+    AZURE = "azure"
+
+    @property
+    def is_s3(self) -> bool:
+        return self in (Provider.AWS, Provider.WASABI, Provider.S3)
+
+
+_S3_BUCKET_CHARS = re.compile(r"^[a-z0-9.-]+$")
+_AZURE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_AZURE_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def s3_bucket_problem(name: str) -> str | None:
+    """The S3 naming rule a bucket name breaks (AWS's rules, which Wasabi and MinIO share)."""
+    if not 3 <= len(name) <= 63:
+        return "S3 bucket names are 3 to 63 characters long"
+    if not _S3_BUCKET_CHARS.match(name):
+        return "S3 bucket names use only lowercase letters, digits, dots and hyphens"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "S3 bucket names begin and end with a lowercase letter or a digit"
+    if ".." in name or ".-" in name or "-." in name:
+        return "S3 bucket names have no two adjacent dots, nor a dot next to a hyphen"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "S3 bucket names are not formatted as IP addresses"
+    if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
+        return "S3 bucket names do not start with xn-- or sthree- nor end with -s3alias or --ol-s3"
+    return None
+
+
+def azure_prefix_problem(prefix: str) -> str | None:
+    expected = "Azure prefixes have the form 'container-name/folder-name' (or 'container-name')"
+    if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+        return f"{expected}, with no leading, trailing or doubled '/'"
+    container = prefix.split("/", 1)[0]
+    if not _AZURE_CONTAINER.match(container):
+        return (
+            f"{expected}; container {container!r} breaks Azure's rule: 3 to 63 lowercase letters,"
+            " digits and single hyphens, starting and ending with a letter or digit"
+        )
+    return None
+
+
+class Integration(BaseModel):
+    """One `[integrations.NAME]` table."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    provider: Provider
+    bucket: str = ""
+    """S3: the bucket. Azure: the storage account name."""
+    region: str = ""
+    endpoint_url: str | None = None
+    """Derived from provider and region when absent (Azure: the account's blob endpoint)."""
+    prefix: str = ""
+    """Where renditions go. S3: default `data`. Azure: `container/folder`, blank is `data`."""
+    root: Path | None = None
+    """Local provider only: the folder that stands for the bucket."""
+    readonly: bool = False
+    path_style: bool = False
+    """Derived: dotted S3 bucket names are addressed path-style."""
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _known_provider(cls, value: Any) -> Any:
+        names = ", ".join(p.value for p in Provider)
+        if value not in {p.value for p in Provider}:
+            raise ValueError(f"unknown provider {value!r}; expected one of {names}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_provider_fields(self) -> Integration:
+        set_ = object.__setattr__
+        if self.provider == Provider.LOCAL:
+            if self.root is None:
+                raise ValueError("field 'root': a local integration needs a root folder")
+            set_(self, "prefix", normalize_prefix(self.prefix))
+        elif self.provider.is_s3:
+            self._check_s3(set_)
+        else:
+            self._check_azure(set_)
+        return self
+
+    def _check_s3(self, set_: Any) -> None:
+        if not self.bucket:
+            raise ValueError("field 'bucket': an S3 integration needs a bucket name")
+        problem = s3_bucket_problem(self.bucket)
+        if problem:
+            raise ValueError(f"field 'bucket': {self.bucket!r}: {problem}")
+        if self.provider == Provider.S3 and not self.endpoint_url:
+            raise ValueError("field 'endpoint_url': provider 's3' needs the endpoint of the service")
+        if self.provider == Provider.WASABI and not self.region and not self.endpoint_url:
+            raise ValueError("field 'region': a Wasabi integration needs its region")
+        if self.provider == Provider.WASABI and not self.endpoint_url:
+            set_(self, "endpoint_url", wasabi_endpoint(self.region))
+        set_(self, "prefix", normalize_prefix(self.prefix))
+        if "." in self.bucket:
+            set_(self, "path_style", True)
+
+    def _check_azure(self, set_: Any) -> None:
+        if not self.bucket:
+            raise ValueError("field 'bucket': an Azure integration needs the storage account name")
+        if not _AZURE_ACCOUNT.match(self.bucket) and not self.endpoint_url:
+            raise ValueError(
+                f"field 'bucket': {self.bucket!r}: Azure storage account names are 3 to 24"
+                " lowercase letters and digits"
+            )
+        prefix = self.prefix.strip() or "data"
+        problem = azure_prefix_problem(prefix)
+        if problem:
+            raise ValueError(f"field 'prefix': {self.prefix!r}: {problem}")
+        set_(self, "prefix", prefix)
+
+    @property
+    def azure_container(self) -> str:
+        return self.prefix.split("/", 1)[0]
+
+
+def wasabi_endpoint(region: str) -> str:
+    """Wasabi's documented regional service URLs: `s3.<region>.wasabisys.com`."""
+    if region in ("", "us-east-1"):
+        return "https://s3.wasabisys.com"
+    return f"https://s3.{region}.wasabisys.com"
+
+
+class Limits(BaseModel):
+    """Safe defaults against hostile or accidental inputs (SPEC section 9)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_image_pixels: int = 250_000_000
+    """Decompression-bomb guard, decided from the header before decoding."""
+    max_source_bytes: int = 50 * 1024**3
+    max_video_seconds: float = 4 * 3600
+    max_video_frames: int = 1_000_000
+    max_video_width: int = 8192
+    max_video_height: int = 8192
+    item_timeout_seconds: int = 2 * 3600
+    """Hard limit per item; the soft limit (which fails as `timeout`) is 90% of it."""
+
+
+class VideoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sections_high_format: Annotated[str, Field(pattern="^(png|jpg)$")] = "png"
+    sections_high_jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 95
+    sections_low_jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 50
+    x264_preset: str = "medium"
+    """x264's default preset, as SPEC section 10's baseline uses."""
+
+
+class WorkerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    work_dir: Path | None = None
+    """Scratch space for sources and intermediate files; the system temp folder when unset."""
+    write_concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    write_queue_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    """Outputs waiting to be written at once: bounds memory whatever the input."""
+    download_part_bytes: int = 16 * 1024**2
+    download_concurrency: Annotated[int, Field(ge=1, le=32)] = 4
+    max_deliveries: Annotated[int, Field(ge=1)] = 3
+    """After this many deliveries that killed a worker, the item fails as `poison`."""
+    max_retries: Annotated[int, Field(ge=0)] = 5
+    """Retries of a task after a transient fault, with exponential backoff and jitter."""
+    signed_url_min_remaining_seconds: Annotated[int, Field(ge=0)] = 15 * 60
+    metrics_port: int | None = None
+
+
+class BrokerSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    """Redis or RabbitMQ URL; none means the embedded default (a folder on this machine)."""
+    result_backend: str | None = None
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    source: Path | None = None
+    broker: BrokerSettings = BrokerSettings()
+    limits: Limits = Limits()
+    video: VideoSettings = VideoSettings()
+    worker: WorkerSettings = WorkerSettings()
+    integrations: dict[str, Integration] = {}
+
+    def integration(self, name: str) -> Integration:
+        try:
+            return self.integrations[name]
+        except KeyError:
+            where = self.source or "no config file"
+            known = ", ".join(sorted(self.integrations)) or "none"
+            raise ConfigError(
+                f"integration {name!r} is not defined in {where} (defined: {known})"
+            ) from None
+
+
+def config_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    env = os.environ.get("MEDIAWORKER_CONFIG")
+    if env:
+        if not Path(env).is_file():
+            raise ConfigError(f"$MEDIAWORKER_CONFIG names {env}, which does not exist")
+        return Path(env)
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.is_file() else None
+
+
+def load_settings(explicit: str | os.PathLike[str] | None = None) -> Settings:
+    path = config_path(explicit)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return settings_from_dict(data, path)
+
+
+def settings_from_dict(data: dict[str, Any], source: Path | None = None) -> Settings:
+    data = _apply_env(dict(data))
+    base = source.parent if source else Path.cwd()
+    raw_integrations = data.pop("integrations", {}) or {}
+    integrations = {
+        name: _integration(name, dict(table), base) for name, table in raw_integrations.items()
+    }
+    try:
+        settings = Settings(source=source, integrations=integrations, **data)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, source)) from None
+    for integ in integrations.values():
+        if integ.path_style:
+            log.info(
+                "integration %r: bucket %r has dots, so it is addressed path-style"
+                " (virtual-host HTTPS does not cover dotted names)",
+                integ.name,
+                integ.bucket,
+            )
+    return settings
+
+
+def _integration(name: str, table: dict[str, Any], base: Path) -> Integration:
+    if table.get("root") is not None:
+        root = Path(str(table["root"])).expanduser()
+        table["root"] = root if root.is_absolute() else (base / root)
+    try:
+        return Integration(name=name, **table)
+    except ValidationError as exc:
+        raise ConfigError(f"integration {name!r}: {_error_text(exc)}") from None
+
+
+def _error_text(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"])
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "missing":
+        return f"field {field!r} is required"
+    if first["type"] == "extra_forbidden":
+        return f"field {field!r} is not a known setting"
+    if message.startswith("field "):
+        return message
+    return f"field {field!r}: {message}" if field else message
+
+
+def _one_line(exc: ValidationError, source: Path | None) -> str:
+    return f"{source or 'settings'}: {_error_text(exc)}"
+
+
+def _apply_env(data: dict[str, Any]) -> dict[str, Any]:
+    """`MEDIAWORKER_BROKER_URL` and `MEDIAWORKER_<SECTION>__<FIELD>` override the file."""
+    for name, value in os.environ.items():
+        if not name.startswith("MEDIAWORKER_") or name == "MEDIAWORKER_CONFIG":
+            continue
+        rest = name.removeprefix("MEDIAWORKER_").lower()
+        section, _, field = rest.partition("__") if "__" in rest else rest.partition("_")
+        if section in ("broker", "limits", "video", "worker") and field:
+            data.setdefault(section, {})
+            data[section] = {**data[section], field: value}
+    return data

@@ -1,0 +1,106 @@
+"""Errors and the reason codes of SPEC section 9.
+
+Every failure the worker reports is one of these, so each maps to exactly one reason code::
+
+    MediaWorkerError
+    ├── ConfigError                 usage or configuration; the CLI exits 2
+    ├── TransientError              worth retrying with backoff (throttling, 5xx, resets, timeouts)
+    │   └── StorageUnavailable      -> storage_unavailable (once the retries are spent)
+    └── PermanentError              retrying cannot help; carries its reason code
+        ├── NotFound                -> not_found
+        ├── PermissionDenied        -> permission_denied
+        ├── UnsupportedFormat       -> unsupported_format
+        ├── CorruptMedia            -> corrupt_media
+        ├── TooLarge                -> too_large
+        ├── MiraxIncomplete         -> mirax_incomplete
+        ├── ItemTimeout             -> timeout
+        └── Poison                  -> poison
+
+Storage backends translate their SDK's errors into this tree in one table each; media
+processors translate their decoder's errors. Nothing else needs to know an SDK's exceptions.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    NOT_FOUND = "not_found"
+    PERMISSION_DENIED = "permission_denied"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    CORRUPT_MEDIA = "corrupt_media"
+    TOO_LARGE = "too_large"
+    MIRAX_INCOMPLETE = "mirax_incomplete"
+    TIMEOUT = "timeout"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
+    POISON = "poison"
+
+
+class MediaWorkerError(Exception):
+    """Base of every error the worker raises on purpose."""
+
+    reason: Reason | None = None
+
+
+class ConfigError(MediaWorkerError):
+    """The integrations file or the command line is wrong; the message names what and why."""
+
+
+class TransientError(MediaWorkerError):
+    """A fault that may pass: the caller retries with backoff, bounded."""
+
+    reason = Reason.STORAGE_UNAVAILABLE
+
+
+class StorageUnavailable(TransientError):
+    reason = Reason.STORAGE_UNAVAILABLE
+
+
+class PermanentError(MediaWorkerError):
+    """Retrying cannot help; the item fails at once with this reason code."""
+
+    reason: Reason
+
+
+class NotFound(PermanentError):
+    reason = Reason.NOT_FOUND
+
+
+class PermissionDenied(PermanentError):
+    reason = Reason.PERMISSION_DENIED
+
+
+class UnsupportedFormat(PermanentError):
+    reason = Reason.UNSUPPORTED_FORMAT
+
+
+class CorruptMedia(PermanentError):
+    reason = Reason.CORRUPT_MEDIA
+
+
+class TooLarge(PermanentError):
+    reason = Reason.TOO_LARGE
+
+
+class MiraxIncomplete(PermanentError):
+    reason = Reason.MIRAX_INCOMPLETE
+
+
+class ItemTimeout(PermanentError):
+    reason = Reason.TIMEOUT
+
+
+class Poison(PermanentError):
+    reason = Reason.POISON
+
+
+def reason_of(exc: BaseException) -> Reason:
+    """The reason code for any exception; unknown ones count as corrupt media, never as success."""
+    if isinstance(exc, MediaWorkerError) and exc.reason is not None:
+        return exc.reason
+    if isinstance(exc, (TimeoutError,)):
+        return Reason.TIMEOUT
+    if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, FileNotFoundError):
+        return Reason.STORAGE_UNAVAILABLE
+    return Reason.CORRUPT_MEDIA

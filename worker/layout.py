@@ -1,0 +1,108 @@
+"""The output layout of SPEC section 4: the one place that knows where every rendition lives.
+
+Processors name their outputs with the slot-relative helpers of `Rel`; the pipeline turns those
+into storage keys with `SlotLayout`. No other module builds a storage key.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from typing import Literal
+
+Quality = Literal["high", "low"]
+
+METADATA = "metadata.json"
+REGISTRATION = "registration.jsonl"
+
+
+class Rel:
+    """Names relative to a slot folder `<prefix>/<item_id>/files/<slot>/`."""
+
+    THUMBNAIL = "thumbnail.jpg"
+    METADATA = METADATA
+    MANIFEST = "frames_manifest.txt"
+    AUDIO_PEAKS = "audio_peaks.gz"
+    DZI = "tiles/slide.dzi"
+    TILES_DIR = "tiles/slide_files/"
+
+    @staticmethod
+    def display(ext: str) -> str:
+        return f"display.{ext}"
+
+    @staticmethod
+    def sections_dir(quality: Quality) -> str:
+        return f"sections/{quality}/"
+
+    @staticmethod
+    def section(quality: Quality, index: int, ext: str) -> str:
+        return f"sections/{quality}/{index:09d}.{ext}"
+
+    @staticmethod
+    def segments_dir(quality: Quality) -> str:
+        return f"segments/{quality}/"
+
+    @staticmethod
+    def segment_name(index: int) -> str:
+        """The file name of an HLS segment, as written in its index."""
+        return f"{index:09d}.ts"
+
+    @staticmethod
+    def segment(quality: Quality, index: int) -> str:
+        return Rel.segments_dir(quality) + Rel.segment_name(index)
+
+    @staticmethod
+    def hls_index(quality: Quality) -> str:
+        return f"segments/{quality}/index.m3u8"
+
+    @staticmethod
+    def tile(level: int, col: int, row: int) -> str:
+        return f"{Rel.TILES_DIR}{level}/{col}_{row}.jpeg"
+
+    @staticmethod
+    def associated(name: str) -> str:
+        return f"associated/{name}.jpg"
+
+
+def normalize_prefix(prefix: str | None, default: str = "data") -> str:
+    """`/data`, `data/` and `data` are the same prefix; blank means the default."""
+    cleaned = (prefix or "").strip().strip("/")
+    return cleaned or default
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """Where one slot of one item lives under an integration's prefix."""
+
+    prefix: str
+    item_id: str
+    slot: str = "0"
+
+    @property
+    def item_root(self) -> str:
+        return f"{self.prefix}/{self.item_id}/"
+
+    @property
+    def root(self) -> str:
+        return f"{self.item_root}files/{self.slot}/"
+
+    def key(self, rel: str) -> str:
+        return self.root + rel
+
+    def rel_of(self, key: str) -> str:
+        if not key.startswith(self.root):
+            raise ValueError(f"{key!r} is not under {self.root!r}")
+        return key[len(self.root) :]
+
+    @property
+    def metadata_key(self) -> str:
+        return self.key(METADATA)
+
+
+def source_name(key: str) -> str:
+    return posixpath.basename(key)
+
+
+def source_folder(key: str) -> str:
+    """The folder of a source key as a registration `path` (`/` for the bucket root)."""
+    return "/" + posixpath.dirname(key).strip("/")

@@ -1,0 +1,146 @@
+"""The bounded, concurrent writer that stands behind a processor's `Sink`.
+
+Outputs are uploaded by a small thread pool while the processor keeps decoding. A producer that
+runs ahead blocks once `max_pending` outputs or `max_pending_bytes` bytes are waiting, so memory
+stays flat however long the input is. The first failed write stops further writes and is raised
+to the producer at its next `put_*` and again by `close()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+
+from worker.layout import SlotLayout
+from worker.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+class StorageSink:
+    def __init__(
+        self,
+        storage: Storage,
+        layout: SlotLayout,
+        concurrency: int = 8,
+        max_pending: int = 32,
+        max_pending_bytes: int = 128 * 1024**2,
+    ) -> None:
+        self.storage = storage
+        self.layout = layout
+        self.written: dict[str, int] = {}
+        """Slot-relative name -> bytes, for every output written so far."""
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sink")
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._pending_bytes = 0
+        self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
+        self._error: BaseException | None = None
+
+    def put_bytes(
+        self, rel: str, data: bytes, content_type: str, content_encoding: str | None = None
+    ) -> None:
+        self._submit(rel, data, len(data), content_type, content_encoding, delete_after=False)
+
+    def put_file(
+        self,
+        rel: str,
+        path: Path,
+        content_type: str,
+        content_encoding: str | None = None,
+        delete_after: bool = False,
+    ) -> None:
+        size = path.stat().st_size
+        self._submit(rel, path, size, content_type, content_encoding, delete_after)
+
+    def _submit(
+        self,
+        rel: str,
+        data: bytes | Path,
+        size: int,
+        content_type: str,
+        content_encoding: str | None,
+        delete_after: bool,
+    ) -> None:
+        # Only bytes held in memory count against the byte budget; files wait on disk.
+        weight = size if isinstance(data, bytes) else 0
+        with self._cond:
+            self._cond.wait_for(lambda: self._error is not None or self._has_room(weight))
+            self._raise_if_failed()
+            self._pending += 1
+            self._pending_bytes += weight
+        self._pool.submit(
+            self._write, rel, data, size, weight, content_type, content_encoding, delete_after
+        )
+
+    def _has_room(self, weight: int) -> bool:
+        if self._pending == 0:
+            return True
+        return (
+            self._pending < self._max_pending
+            and self._pending_bytes + weight <= self._max_pending_bytes
+        )
+
+    def _write(
+        self,
+        rel: str,
+        data: bytes | Path,
+        size: int,
+        weight: int,
+        content_type: str,
+        content_encoding: str | None,
+        delete_after: bool,
+    ) -> None:
+        try:
+            if self._error is None:
+                key = self.layout.key(rel)
+                self.storage.write(key, data, content_type, content_encoding)
+                with self._cond:
+                    self.written[rel] = size
+        except BaseException as exc:
+            with self._cond:
+                if self._error is None:
+                    self._error = exc
+        finally:
+            if delete_after and isinstance(data, Path):
+                data.unlink(missing_ok=True)
+            with self._cond:
+                self._pending -= 1
+                self._pending_bytes -= weight
+                self._cond.notify_all()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Wait for every write; raise the first failure, if any."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._pending == 0)
+        self._pool.shutdown(wait=True)
+        self._raise_if_failed()
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.written.values())
+
+    def __enter__(self) -> StorageSink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+        else:
+            with self._cond:
+                self._error = self._error or exc
+                self._cond.wait_for(lambda: self._pending == 0)
+            self._pool.shutdown(wait=True)
