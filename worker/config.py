@@ -126,7 +126,9 @@ class Integration(BaseModel):
         if problem:
             raise ValueError(f"field 'bucket': {self.bucket!r}: {problem}")
         if self.provider == Provider.S3 and not self.endpoint_url:
-            raise ValueError("field 'endpoint_url': provider 's3' needs the endpoint of the service")
+            raise ValueError(
+                "field 'endpoint_url': provider 's3' needs the endpoint of the service"
+            )
         if self.provider == Provider.WASABI and not self.region and not self.endpoint_url:
             raise ValueError("field 'region': a Wasabi integration needs its region")
         if self.provider == Provider.WASABI and not self.endpoint_url:

@@ -99,8 +99,8 @@ def reason_of(exc: BaseException) -> Reason:
     """The reason code for any exception; unknown ones count as corrupt media, never as success."""
     if isinstance(exc, MediaWorkerError) and exc.reason is not None:
         return exc.reason
-    if isinstance(exc, (TimeoutError,)):
+    if isinstance(exc, TimeoutError):
         return Reason.TIMEOUT
-    if isinstance(exc, (ConnectionError, OSError)) and not isinstance(exc, FileNotFoundError):
+    if isinstance(exc, ConnectionError):
         return Reason.STORAGE_UNAVAILABLE
     return Reason.CORRUPT_MEDIA

@@ -102,7 +102,7 @@ class LocalStorage(Storage):
             shutil.copyfile(data, partial)
         else:
             partial.write_bytes(data)
-        os.replace(partial, path)
+        partial.replace(path)
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -1,0 +1,41 @@
+# Two commands work on a fresh machine (Python 3.11+, Node.js for the Azure test server):
+#   make demo   generate sample media into a local integration and process them (no server needed)
+#   make test   install what the tests need and run them (they start their own S3 and Azure servers)
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	rm -rf demo-bucket && mkdir -p .cache
+	$(BIN)/python -m fixtures demo-bucket --demo > .cache/demo-keys.txt
+	$(BIN)/mediaworker process demo $$(cat .cache/demo-keys.txt)
+	@echo "renditions and metadata.json files are under demo-bucket/data/"
+
+test: install
+	scripts/ensure-azurite
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: install
+	$(BIN)/python bench/bench_images.py
+	$(BIN)/python bench/bench_slides.py
+	$(BIN)/python bench/bench_video.py
+	$(BIN)/python bench/bench_queue.py
+
+clean:
+	rm -rf demo-bucket .cache bench/.work

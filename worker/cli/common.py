@@ -1,0 +1,109 @@
+"""What every command shares: options, settings loading, result output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from worker.config import Settings, load_settings
+from worker.errors import ConfigError
+from worker.payloads import ItemResult, Status
+
+EXIT_OK, EXIT_ITEMS_FAILED, EXIT_CONFIG = 0, 1, 2
+
+stderr = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def common_options(func: F) -> F:
+    func = click.option(
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Integrations file (default: $MEDIAWORKER_CONFIG, else ./mediaworker.toml).",
+    )(func)
+    func = click.option(
+        "--json", "as_json", is_flag=True, help="One JSON object per item on stdout."
+    )(func)
+    return click.option("-v", "--verbose", is_flag=True, help="Log progress details.")(func)
+
+
+def setup(config_file: str | None, verbose: bool = False) -> Settings:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    return load_settings(config_file)
+
+
+def run_guarded(run: Callable[[], Any]) -> int:
+    """Run a click command without standalone mode, mapping errors to SPEC 7's exit codes."""
+    try:
+        result = run()
+    except ConfigError as exc:
+        click.echo(f"mediaworker: error: {exc}", err=True)
+        return EXIT_CONFIG
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return EXIT_CONFIG
+    except click.Abort:
+        click.echo("mediaworker: aborted", err=True)
+        return EXIT_ITEMS_FAILED
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def exit_code(results: Iterable[ItemResult]) -> int:
+    return EXIT_OK if all(r.status == Status.OK for r in results) else EXIT_ITEMS_FAILED
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+@contextmanager
+def progress_bar(total: int, label: str, enabled: bool = True) -> Iterator[Callable[[], None]]:
+    """A progress bar on stderr for batches; `advance()` after each item."""
+    if not enabled or total <= 1:
+        yield lambda: None
+        return
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=stderr, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda: bar.advance(task)
+
+
+def print_results(results: list[ItemResult]) -> None:
+    table = Table(title=None, show_lines=False)
+    for column in ("key", "type", "status", "reason", "message"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        style = "green" if r.status == Status.OK else "red"
+        reason = r.reason.value if r.reason else ""
+        table.add_row(r.key, r.type, f"[{style}]{r.status.value}[/]", reason, r.message)
+    stderr.print(table)
+    ok = sum(r.status == Status.OK for r in results)
+    stderr.print(f"{ok} of {len(results)} items ok")
+
+
+def report(results: list[ItemResult], as_json: bool) -> int:
+    if not as_json:
+        print_results(results)
+    return exit_code(results)
+
+
+def result_json(result: ItemResult) -> dict[str, Any]:
+    return result.model_dump(mode="json")

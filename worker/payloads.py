@@ -1,0 +1,221 @@
+"""Registration payloads (SPEC section 5), the commit marker and the per-item result (SPEC 7).
+
+Field names follow V7 Darwin's read-only registration, so `registration.jsonl` can be posted as
+is. Keys are bucket-relative storage keys (including the container on Azure): exactly what the
+registering platform signs URLs for.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from worker.errors import Reason
+from worker.items import Item
+from worker.layout import Rel, SlotLayout, source_folder, source_name
+from worker.media import HlsRendition, ImageResult, MediaResult, SlideResult, VideoResult
+from worker.storage.base import ObjectInfo
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    path: str
+    storage_key: str
+    storage_thumbnail_key: str
+    width: int
+    height: int
+
+
+class ImagePayload(_Payload):
+    type: Literal["image"] = "image"
+    size_bytes: int
+    storage_display_key: str | None = None
+
+
+class SlidePayload(_Payload):
+    """A slide registers as an image (what V7's read-only schema knows) plus its slide fields."""
+
+    type: Literal["image"] = "image"
+    size_bytes: int
+    slide: Literal[True] = True
+    level_count: int
+    microns_per_pixel_x: float | None
+    microns_per_pixel_y: float | None
+    objective_power: float | None
+    vendor: str | None
+    storage_dzi_key: str
+    dzi_levels: int
+    tile_count: int
+    storage_associated_keys: dict[str, str] = {}
+
+
+class HlsQuality(BaseModel):
+    index: str
+    bitrate: int
+
+
+class HlsSegments(BaseModel):
+    high_quality: HlsQuality
+    low_quality: HlsQuality
+
+
+class VideoPayload(_Payload):
+    type: Literal["video"] = "video"
+    native_fps: float
+    fps: float
+    visible_frames: int
+    total_frames: int
+    hls_segments: HlsSegments
+    storage_sections_key_prefix: str
+    storage_sections_key_extension: str
+    storage_low_quality_sections_key_prefix: str
+    storage_frames_manifest_key: str
+    storage_audio_peaks_key: str | None = None
+    total_size_bytes: int
+
+
+Payload = ImagePayload | SlidePayload | VideoPayload
+
+
+def build_payload(
+    item: Item,
+    layout: SlotLayout,
+    source: ObjectInfo,
+    result: MediaResult,
+    written_bytes: int,
+) -> Payload:
+    common: dict[str, Any] = {
+        "name": source_name(item.key),
+        "path": source_folder(item.key),
+        "storage_key": item.key,
+        "storage_thumbnail_key": layout.key(Rel.THUMBNAIL),
+        "width": result.width,
+        "height": result.height,
+    }
+    if isinstance(result, VideoResult):
+        return _video_payload(common, layout, result, source.size + written_bytes)
+    if isinstance(result, SlideResult):
+        return SlidePayload(
+            **common,
+            size_bytes=source.size,
+            level_count=result.level_count,
+            microns_per_pixel_x=result.mpp_x,
+            microns_per_pixel_y=result.mpp_y,
+            objective_power=result.objective_power,
+            vendor=result.vendor,
+            storage_dzi_key=layout.key(Rel.DZI),
+            dzi_levels=result.dzi_levels,
+            tile_count=result.tile_count,
+            storage_associated_keys={n: layout.key(Rel.associated(n)) for n in result.associated},
+        )
+    assert isinstance(result, ImageResult)
+    display = layout.key(result.display_rel) if result.display_rel else None
+    return ImagePayload(**common, size_bytes=source.size, storage_display_key=display)
+
+
+def _video_payload(
+    common: dict[str, Any], layout: SlotLayout, result: VideoResult, total_bytes: int
+) -> VideoPayload:
+    return VideoPayload(
+        **common,
+        native_fps=result.native_fps,
+        fps=result.fps,
+        visible_frames=result.visible_frames,
+        total_frames=result.total_frames,
+        hls_segments=HlsSegments(
+            high_quality=_hls(layout, "high", result.hls_high),
+            low_quality=_hls(layout, "low", result.hls_low),
+        ),
+        storage_sections_key_prefix=layout.key(Rel.sections_dir("high")).rstrip("/"),
+        storage_sections_key_extension=result.sections_ext,
+        storage_low_quality_sections_key_prefix=layout.key(Rel.sections_dir("low")).rstrip("/"),
+        storage_frames_manifest_key=layout.key(Rel.MANIFEST),
+        storage_audio_peaks_key=layout.key(Rel.AUDIO_PEAKS) if result.has_audio else None,
+        total_size_bytes=total_bytes,
+    )
+
+
+def _hls(layout: SlotLayout, quality: Literal["high", "low"], hls: HlsRendition) -> HlsQuality:
+    return HlsQuality(index=rewrite_hls_index(hls.index_text, layout, quality), bitrate=hls.bitrate)
+
+
+def rewrite_hls_index(text: str, layout: SlotLayout, quality: Literal["high", "low"]) -> str:
+    """Each segment line of an HLS index, rewritten to the segment's full storage key."""
+    folder = layout.key(Rel.segments_dir(quality))
+    lines = []
+    for line in text.splitlines():
+        is_segment = line.strip() and not line.startswith("#")
+        lines.append(folder + line.strip() if is_segment and "/" not in line else line)
+    return "\n".join(lines) + "\n"
+
+
+def segment_keys(index_text: str) -> list[str]:
+    """The segment keys a rewritten HLS index names, in order."""
+    return [ln.strip() for ln in index_text.splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def parse_payload(data: dict[str, Any]) -> Payload:
+    if data.get("type") == "video":
+        return VideoPayload.model_validate(data)
+    if data.get("slide"):
+        return SlidePayload.model_validate(data)
+    return ImagePayload.model_validate(data)
+
+
+class SourceInfo(BaseModel):
+    key: str
+    size: int
+    etag: str | None
+
+
+class Metadata(BaseModel):
+    """The commit marker: an item with it has every asset it lists."""
+
+    item_id: str
+    slot: str
+    pipeline_version: str
+    source: SourceInfo
+    payload: Payload
+    assets: list[str]
+    timings: dict[str, float]
+    warnings: list[str] = []
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    MISSING_ASSETS = "missing_assets"
+
+
+class ItemResult(BaseModel):
+    """One line of `--json` output and the return value of a task (SPEC 7)."""
+
+    item_id: str
+    slot: str
+    integration: str
+    key: str
+    type: str
+    status: Status
+    reason: Reason | None = None
+    message: str = ""
+    payload: dict[str, Any] | None = None
+    assets: list[str] = []
+
+    @classmethod
+    def failure(
+        cls, item: Item, reason: Reason, message: str, type_: str | None = None
+    ) -> ItemResult:
+        return cls(
+            item_id=item.item_id,
+            slot=item.slot,
+            integration=item.integration,
+            key=item.key,
+            type=type_ or item.type.value,
+            status=Status.FAILED,
+            reason=reason,
+            message=message,
+        )
