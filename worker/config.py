@@ -175,8 +175,13 @@ class Limits(BaseModel):
     max_video_frames: int = 1_000_000
     max_video_width: int = 8192
     max_video_height: int = 8192
+    max_slide_pixels: int = 40_000_000_000
+    """Whole-slide images: level-0 width x height (200k x 200k); bounds the Deep Zoom tile count."""
     item_timeout_seconds: int = 2 * 3600
     """Hard limit per item; the soft limit (which fails as `timeout`) is 90% of it."""
+    queue_timeout_seconds: dict[str, int] = {"images": 600}
+    """Hard limit per queue (`images`, `videos`, `slides`), overriding item_timeout_seconds for
+    the queues it lists; the soft limit (which fails as `timeout`) is 90% of it."""
 
 
 class VideoSettings(BaseModel):
@@ -203,6 +208,9 @@ class WorkerSettings(BaseModel):
     """After this many deliveries that killed a worker, the item fails as `poison`."""
     max_retries: Annotated[int, Field(ge=0)] = 5
     """Retries of a task after a transient fault, with exponential backoff and jitter."""
+    retry_backoff_seconds: Annotated[float, Field(ge=0)] = 2.0
+    """Delay before the first retry; it doubles with each retry, with full jitter."""
+    retry_backoff_max_seconds: Annotated[float, Field(ge=0)] = 300.0
     signed_url_min_remaining_seconds: Annotated[int, Field(ge=0)] = 15 * 60
     metrics_port: int | None = None
 
@@ -213,6 +221,20 @@ class BrokerSettings(BaseModel):
     url: str | None = None
     """Redis or RabbitMQ URL; none means the embedded default (a folder on this machine)."""
     result_backend: str | None = None
+    """Where task results go; default: the broker's Redis, `rpc://` for RabbitMQ, a folder in
+    state_dir for the embedded broker."""
+    state_dir: Path | None = None
+    """The embedded broker's messages, results and delivery counts; default
+    `$XDG_STATE_HOME/mediaworker`, else `~/.local/state/mediaworker`."""
+    queue_prefix: str = ""
+    """Prepended to the queue names `images`, `videos`, `slides`, so deployments can share a
+    broker."""
+    visibility_timeout_seconds: int | None = None
+    """Redis: an unacknowledged message returns to its queue after this long; default: the
+    longest hard time limit plus 10 minutes, so a running task is never handed out twice."""
+    delivery_store: str | None = None
+    """Where deliveries are counted for the `poison` cap: a `redis://` URL or a SQLite file;
+    default: the broker's (or result backend's) Redis, else `deliveries.sqlite3` in state_dir."""
 
 
 class Settings(BaseModel):

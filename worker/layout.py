@@ -7,6 +7,7 @@ into storage keys with `SlotLayout`. No other module builds a storage key.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,6 +99,29 @@ class SlotLayout:
     def metadata_key(self) -> str:
         return self.key(METADATA)
 
+    @classmethod
+    def containing(cls, key: str) -> SlotLayout | None:
+        """The slot a key lies in (`<prefix>/<item_id>/files/<slot>/...`), None if it is in none:
+        verification finds a payload's slot folder from its keys this way."""
+        match = _SLOT_KEY.match(key)
+        if match is None:
+            return None
+        return cls(match["prefix"], match["item_id"], match["slot"])
+
+
+_SLOT_KEY = re.compile(r"^(?P<prefix>.+)/(?P<item_id>[^/]+)/files/(?P<slot>[^/]+)/")
+
+
+def section_key(sections_prefix: str, index: int, ext: str) -> str:
+    """A section's key from a payload's `storage_*sections_key_prefix` and extension, named as
+    `Rel.section` names it."""
+    return f"{sections_prefix.rstrip('/')}/{index:09d}.{ext.lstrip('.')}"
+
+
+def registration_key(prefix: str = "") -> str:
+    """Where `preextract` writes `registration.jsonl`: beside the layout, under the prefix."""
+    return f"{prefix.strip('/')}/{REGISTRATION}" if prefix.strip("/") else REGISTRATION
+
 
 def source_name(key: str) -> str:
     return posixpath.basename(key)
@@ -106,3 +130,8 @@ def source_name(key: str) -> str:
 def source_folder(key: str) -> str:
     """The folder of a source key as a registration `path` (`/` for the bucket root)."""
     return "/" + posixpath.dirname(key).strip("/")
+
+
+def probe_key(prefix: str, token: str) -> str:
+    """The throwaway object `mediaworker check` writes and deletes to prove write access."""
+    return f"{prefix}/.mediaworker-check-{token}"

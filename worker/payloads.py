@@ -191,6 +191,13 @@ class Status(StrEnum):
     MISSING_ASSETS = "missing_assets"
 
 
+class AssetProblem(BaseModel):
+    """A key that verification found missing or invalid, and why."""
+
+    key: str
+    problem: str
+
+
 class ItemResult(BaseModel):
     """One line of `--json` output and the return value of a task (SPEC 7)."""
 
@@ -204,6 +211,8 @@ class ItemResult(BaseModel):
     message: str = ""
     payload: dict[str, Any] | None = None
     assets: list[str] = []
+    problems: list[AssetProblem] = []
+    """For `missing_assets`: each missing or invalid key with the reason (`assets` names them)."""
 
     @classmethod
     def failure(

@@ -30,6 +30,7 @@ from worker.fetch import fetch_source
 from worker.items import Item, ItemType
 from worker.layout import SlotLayout
 from worker.media import MediaResult, ProgressCallback, Sink, no_progress
+from worker.observability import observe_bytes, observe_stage, observed_item
 from worker.payloads import ItemResult, Metadata, SourceInfo, Status, build_payload
 from worker.sink import StorageSink
 from worker.storage import ReadableStorage, ReadOnlyView, Storage, open_storage
@@ -40,17 +41,21 @@ log = logging.getLogger(__name__)
 SNIFF_BYTES = 8192
 
 
+@observed_item
 def process_item(
     item: Item,
     settings: Settings,
     storage: Storage | ReadOnlyView | None = None,
     progress: ProgressCallback = no_progress,
     raise_transient: bool = False,
+    source: ReadableStorage | None = None,
 ) -> ItemResult:
     """Process (or, for a read-only integration, verify) one item and report how it went.
 
     Permanent failures come back as a `failed` result with their reason code. Transient ones are
-    raised when `raise_transient` (so a queue can retry them), else reported the same way."""
+    raised when `raise_transient` (so a queue can retry them), else reported the same way.
+    `source` is where the item's key is read from when that is not the integration's own storage
+    (`preextract` reads a local copy of the bucket and writes to another folder or bucket)."""
     integration = settings.integration(item.integration)
     storage = storage if storage is not None else open_storage(integration, settings)
     try:
@@ -58,7 +63,7 @@ def process_item(
             from worker.verify import verify_item
 
             return verify_item(item, integration, storage)
-        return _process(item, integration, settings, storage, progress)
+        return _process(item, integration, settings, storage, progress, source or storage)
     except TransientError as exc:
         if raise_transient:
             raise
@@ -102,6 +107,7 @@ class _Timings:
             yield
         finally:
             self.seconds[name] = round(time.perf_counter() - start, 4)
+            observe_stage(name, self.seconds[name])
 
 
 def _process(
@@ -110,19 +116,26 @@ def _process(
     settings: Settings,
     storage: Storage,
     progress: ProgressCallback,
+    source_storage: ReadableStorage,
 ) -> ItemResult:
     layout = SlotLayout(integration.prefix, item.item_id, item.slot)
     timings = _Timings()
     with timings.stage("plan"):
-        source = storage.head(item.key)
+        source = source_storage.head(item.key)
         _check_source_size(item, source, settings)
-        item_type = detect_type(item, storage)
+        item_type = detect_type(item, source_storage)
         # A stale marker would vouch for outputs this run is about to replace.
         storage.delete(layout.metadata_key)
     work_dir = scratch_dir(settings.worker.work_dir, f"mw-{item.item_id[:8]}-")
     try:
         with timings.stage("fetch"):
-            local, source = fetch_source(storage, item.key, work_dir)
+            local, source = fetch_source(
+                source_storage,
+                item.key,
+                work_dir,
+                concurrency=settings.worker.download_concurrency,
+                max_bytes=settings.limits.max_source_bytes,
+            )
         sink = StorageSink(
             storage,
             layout,
@@ -133,6 +146,7 @@ def _process(
             result = _run_processor(item, item_type, local, sink, settings, work_dir, progress)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+    observe_bytes(item_type.value, source.size, sink.total_bytes)
     payload = build_payload(item, layout, source, result, sink.total_bytes)
     metadata = Metadata(
         item_id=item.item_id,
@@ -145,7 +159,7 @@ def _process(
         warnings=result.warnings,
     )
     storage.write(
-        layout.metadata_key, metadata.model_dump_json(indent=2).encode(), "application/json"
+        layout.metadata_key, metadata.model_dump_json(indent=2, exclude_none=True).encode(), "application/json"
     )
     log.info(
         "item %s (%s) done as %s: %d assets, timings %s",

@@ -12,7 +12,10 @@ import sys
 import click
 
 from worker.cli.common import run_guarded
+from worker.cli.operate import check_command, policy_command, reprocess_command, sign_command
 from worker.cli.process import process_command
+from worker.cli.queue import enqueue_command, worker_command
+from worker.cli.readonly import preextract_command, verify_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,7 +24,17 @@ def cli() -> None:
     """Turn images, videos and slides in your buckets into browser-ready renditions."""
 
 
-for _command in (process_command,):
+for _command in (
+    process_command,
+    verify_command,
+    preextract_command,
+    reprocess_command,
+    check_command,
+    sign_command,
+    policy_command,
+    enqueue_command,
+    worker_command,
+):
     cli.add_command(_command)
 
 

@@ -44,6 +44,9 @@ def setup(config_file: str | None, verbose: bool = False) -> Settings:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # SDK request logs can carry signed URLs and headers: they stay quiet whatever the level.
+    for noisy in ("botocore", "boto3", "s3transfer", "azure", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     return load_settings(config_file)
 
 

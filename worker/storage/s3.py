@@ -125,7 +125,7 @@ def client_config(integration: Integration, settings: WorkerSettings) -> Config:
     """Bounded retries with backoff and jitter, timeouts, and path-style for dotted buckets."""
     options: dict[str, Any] = {
         "signature_version": "s3v4",
-        "retries": {"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        "retries": {"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         "connect_timeout": CONNECT_TIMEOUT,
         "read_timeout": READ_TIMEOUT,
         "max_pool_connections": settings.write_concurrency + settings.download_concurrency + 4,
@@ -163,6 +163,15 @@ class S3Storage(Storage):
             region_name=region,
             config=client_config(integration, settings),
         )
+        log.debug(
+            "integration %r: S3 client for bucket %r at %s (region %s, addressing %s)",
+            self.integration,
+            self.bucket,
+            integration.endpoint_url or "AWS",
+            region or "from the environment",
+            "path-style" if integration.path_style else "auto",
+        )
+        # Multipart uploads need parts of at least 5 MiB; ranged downloads may be smaller.
         part = max(settings.download_part_bytes, 5 * 1024**2)
         self.transfer_config = TransferConfig(
             multipart_threshold=part,

@@ -1,0 +1,155 @@
+"""Celery tasks: thin wrappers around `worker.pipeline.process_item`.
+
+Every task shares `ItemTask`, the one place that maps the error tree onto Celery:
+
+- `TransientError` (throttling, 5xx, resets, timeouts): retried with exponential backoff and full
+  jitter, at most `worker.max_retries` times; after that the item fails as `storage_unavailable`;
+- `PermanentError`: the pipeline already turned it into a `failed` result with its reason code,
+  returned at once, never retried;
+- the soft time limit: the item fails as `timeout` (the hard limit stops the process);
+- a delivery that killed its worker is counted outside the worker (`worker.queue`); once an item
+  has been delivered more than `worker.max_deliveries` times it fails as `poison`, unprocessed,
+  and its message is acknowledged, so the queue moves on.
+
+A task returns the SPEC 7 result object as a dict. Re-running an item is safe: outputs are
+overwritten in place and `metadata.json` is written last (the pipeline's commit marker).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from worker.celery_app import app
+from worker.errors import ItemTimeout, Reason, TransientError
+from worker.items import Item
+from worker.payloads import ItemResult
+from worker.pipeline import process_item
+from worker.queue import DeliveryCounter, delivery_counter
+
+log = logging.getLogger(__name__)
+
+
+def backoff_seconds(retries: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**retries)]."""
+    return random.uniform(0, min(cap, base * 2**retries))
+
+
+class ItemTask(Task):
+    """The base of every item task (see the module docstring)."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    queue_label = ""
+    """Which of `images`, `videos`, `slides` this task serves (for messages)."""
+
+    _counter: DeliveryCounter | None = None
+
+    def counter(self) -> DeliveryCounter:
+        # One per process: pool processes are forked, and a connection must not be shared.
+        if self._counter is None:
+            type(self)._counter = delivery_counter(app.settings)
+        assert self._counter is not None
+        return self._counter
+
+    def run_item(self, raw: dict[str, Any]) -> dict[str, Any]:
+        item = Item.model_validate(raw)
+        delivery = f"{self.request.id}:{self.request.retries}"
+        count = self.counter().incr(delivery)
+        result = self._poison(item, count) or self._process(item)
+        self.counter().clear(delivery)
+        return result.model_dump(mode="json")
+
+    def _poison(self, item: Item, count: int) -> ItemResult | None:
+        cap = app.settings.worker.max_deliveries
+        if count <= cap:
+            if count > 1:
+                log.warning(
+                    "item %s (%s): delivery %d of at most %d: an earlier one did not finish"
+                    " (its worker died)",
+                    item.item_id,
+                    item.key,
+                    count,
+                    cap,
+                )
+            return None
+        message = (
+            f"{item.key}: delivered {count} times and each delivery killed its worker (crash or"
+            f" out of memory); it is not retried again. Check the file, or raise"
+            f" worker.max_deliveries (now {cap}) and the worker's memory, then enqueue it again"
+        )
+        log.error("item %s: poison: %s", item.item_id, message)
+        return ItemResult.failure(item, Reason.POISON, message)
+
+    def _process(self, item: Item) -> ItemResult:
+        try:
+            with _soft_limit_fails_as_timeout(item, self.queue_label, self._soft_limit()):
+                return process_item(item, app.settings, raise_transient=True)
+        except TransientError as exc:
+            return self._retry_or_fail(item, exc)
+        except (ItemTimeout, SoftTimeLimitExceeded) as exc:
+            log.warning("item %s (%s): timeout: %s", item.item_id, item.key, exc)
+            return ItemResult.failure(item, Reason.TIMEOUT, str(exc) or "time limit exceeded")
+
+    def _soft_limit(self) -> float | None:
+        limits = self.request.timelimit or (None, None)
+        return limits[1] if limits[1] is not None else self.soft_time_limit
+
+    def _retry_or_fail(self, item: Item, exc: TransientError) -> ItemResult:
+        settings = app.settings.worker
+        retries = self.request.retries
+        if retries >= settings.max_retries:
+            log.error("item %s (%s): giving up after %d retries: %s", item.item_id, item.key,
+                      retries, exc)  # fmt: skip
+            return ItemResult.failure(
+                item,
+                Reason.STORAGE_UNAVAILABLE,
+                f"{exc} (gave up after {retries} retries; enqueue it again once the storage"
+                " service is back)",
+            )
+        delay = backoff_seconds(
+            retries, settings.retry_backoff_seconds, settings.retry_backoff_max_seconds
+        )
+        log.warning(
+            "item %s (%s): transient fault, retry %d of %d in %.1f s: %s",
+            item.item_id,
+            item.key,
+            retries + 1,
+            settings.max_retries,
+            delay,
+            exc,
+        )
+        self.counter().clear(f"{self.request.id}:{retries}")
+        raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries)
+
+
+@contextmanager
+def _soft_limit_fails_as_timeout(item: Item, queue: str, seconds: float | None) -> Iterator[None]:
+    """Turn the pool's soft-limit signal into `ItemTimeout`, a permanent error the pipeline
+    reports as `timeout` (its catch-all would otherwise call Celery's exception corrupt media).
+    """
+    sig = getattr(signal, "SIGUSR1", None)
+    if not seconds or sig is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_soft_limit(signum: int, frame: Any) -> None:
+        raise ItemTimeout(
+            f"{item.key}: still processing after the {queue} queue's soft time limit of"
+            f" {seconds:.0f} s; raise limits.queue_timeout_seconds for {queue!r} (or"
+            " limits.item_timeout_seconds) if items this large are expected"
+        )
+
+    previous = signal.signal(sig, on_soft_limit)
+    try:
+        yield
+    finally:
+        signal.signal(sig, previous)

@@ -1,0 +1,188 @@
+"""`mediaworker verify` and `mediaworker preextract`: the read-only integration's two commands.
+
+`verify` checks pre-extracted assets without writing anything (whatever the integration's flag,
+its storage is opened as a `ReadOnlyView`). `preextract` is the customer's offline tool that makes
+those assets and `registration.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from worker.cli.common import (
+    common_options,
+    emit_json,
+    progress_bar,
+    report,
+    result_json,
+    setup,
+    stderr,
+)
+from worker.errors import ConfigError, TransientError, reason_of
+from worker.items import Item
+from worker.payloads import ItemResult, Payload, parse_payload
+from worker.preextract import (
+    LOCAL_DEST,
+    Plan,
+    default_jobs,
+    discover,
+    plan_items,
+    resolve_dest,
+    resolve_source,
+    write_registration,
+)
+from worker.preextract import run as run_preextract
+from worker.storage import open_writable
+from worker.storage.base import ReadOnlyView
+from worker.verify import item_for_payload, verify_item
+
+Job = tuple[Item, Payload | None]
+
+
+@click.command("verify")
+@click.argument("integration")
+@click.argument("keys", nargs=-1)
+@click.option(
+    "--from-file",
+    "from_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON lines: registration payloads (registration.jsonl), result lines or items.",
+)
+@click.option("--slot", default="0", show_default=True, help="Slot of KEYs.")
+@common_options
+def verify_command(
+    integration: str,
+    keys: tuple[str, ...],
+    from_file: Path | None,
+    slot: str,
+    config_file: str | None,
+    as_json: bool,
+    verbose: bool,
+) -> int:
+    """Check the pre-extracted assets of KEYs (or of the payloads in --from-file) in
+    INTEGRATION, writing nothing. Exit 1 when any asset is missing or invalid."""
+    if bool(keys) == bool(from_file):
+        raise click.UsageError("give either KEYs or --from-file payloads.jsonl (not both)")
+    settings = setup(config_file, verbose)
+    target = settings.integration(integration)
+    # Opened read-only whatever the integration's flag: verifying never writes.
+    storage = ReadOnlyView(open_writable(target, settings))
+    if from_file is not None:
+        jobs = _jobs_from_file(from_file, integration)
+    else:
+        jobs = [(Item(integration=integration, key=key, slot=slot), None) for key in keys]
+    results = []
+    with progress_bar(len(jobs), "verifying", enabled=not as_json) as advance:
+        for item, payload in jobs:
+            result = _verify_one(item, target, storage, payload)
+            results.append(result)
+            if as_json:
+                emit_json(result_json(result))
+            advance()
+    if not as_json:
+        _print_problems(results)
+    return report(results, as_json)
+
+
+def _verify_one(
+    item: Item, target: Any, storage: ReadOnlyView, payload: Payload | None
+) -> ItemResult:
+    try:
+        return verify_item(item, target, storage, payload)
+    except TransientError as exc:
+        return ItemResult.failure(item, reason_of(exc), f"{exc} (try again later)")
+
+
+def _jobs_from_file(path: Path, integration: str) -> list[Job]:
+    """Each line: a payload (has `storage_key`), a result line (has `payload`), or an item."""
+    jobs: list[Job] = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            jobs.append(_job_from_line(json.loads(line), integration))
+        except (json.JSONDecodeError, ValidationError, TypeError, KeyError) as exc:
+            raise ConfigError(
+                f"{path}:{number}: not a registration payload, result line or item ({exc})"
+            ) from None
+    return jobs
+
+
+def _job_from_line(data: dict[str, Any], integration: str) -> Job:
+    if "storage_key" in data:
+        payload = parse_payload(data)
+        return item_for_payload(payload, integration), payload
+    if isinstance(data.get("payload"), dict):
+        payload = parse_payload(data["payload"])
+        item = Item(
+            integration=integration,
+            key=payload.storage_key,
+            item_id=data.get("item_id", ""),
+            slot=data.get("slot", "0"),
+            type=item_for_payload(payload, integration).type,
+        )
+        return item, payload
+    fields = {k: v for k, v in data.items() if k in ("key", "item_id", "slot", "type", "fps")}
+    return Item(integration=integration, **fields), None
+
+
+def _print_problems(results: list[ItemResult]) -> None:
+    for result in results:
+        for problem in result.problems:
+            stderr.print(f"[red]{result.key}[/]: {problem.key}: {problem.problem}")
+
+
+@click.command("preextract")
+@click.argument("source")
+@click.option(
+    "--out",
+    "dest",
+    required=True,
+    help="A local folder (it stands for the bucket) or a writable integration.",
+)
+@click.option("--prefix", default=None, help="Prefix of the layout (default: data).")
+@click.option("--fps", type=click.FloatRange(min=0), default=0, help="0 = native frame rate.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Items in parallel.")
+@common_options
+def preextract_command(
+    source: str,
+    dest: str,
+    prefix: str | None,
+    fps: float,
+    jobs: int | None,
+    config_file: str | None,
+    as_json: bool,
+    verbose: bool,
+) -> int:
+    """Pre-extract every item of SOURCE (a local file or folder, or INTEGRATION[:KEY_PREFIX])
+    into --out, with registration.jsonl. Item keys are SOURCE's relative paths; items already
+    extracted from the same source are skipped, so an interrupted run resumes."""
+    settings = setup(config_file, verbose)
+    dest_settings, dest_name = resolve_dest(dest, settings, prefix)
+    plan = Plan(
+        settings=dest_settings,
+        source=resolve_source(source, dest_settings),
+        dest=dest_name,
+        fps=fps,
+    )
+    local_dest = Path(dest) if dest_name == LOCAL_DEST else None
+    items = plan_items(plan, discover(plan, exclude=local_dest))
+    if not items:
+        raise ConfigError(f"SOURCE {source} holds no files to extract")
+    with progress_bar(len(items), "extracting", enabled=not as_json) as advance:
+
+        def done(result: ItemResult) -> None:
+            if as_json:
+                emit_json(result_json(result))
+            advance()
+
+        results = run_preextract(plan, items, jobs or default_jobs(), on_result=done)
+    key = write_registration(plan, results)
+    if not as_json:
+        stderr.print(f"registration payloads: {key} in {dest}")
+    return report(results, as_json)

@@ -1,0 +1,256 @@
+"""One HLS rendition of SPEC 4.2, encoded on its own thread from frames the decoder hands over.
+
+Each rendition owns an x264 encoder (CRF, GOP 15, no scene-cut keyframes so 2 s segments cut on
+the GOP grid) and FFmpeg's `hls` muxer writing into a scratch folder. As soon as the muxer opens
+segment k+1, segment k is complete: its video frames are counted from the file itself (the
+manifest relies on what was written, not on arithmetic) and it goes to the sink, which deletes
+the local copy once uploaded. The index is handed over last, with segment lines as written
+(`000000000.ts`); `worker.payloads` rewrites them to storage keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from av.audio.frame import AudioFrame
+from av.video.frame import VideoFrame
+
+from worker.layout import Quality, Rel
+from worker.media import HlsRendition, Sink
+
+log = logging.getLogger(__name__)
+
+GOP = 15
+SEGMENT_SECONDS = 2
+AUDIO_BITRATE = 128_000
+INDEX_NAME = "index.m3u8"
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class EncodeSpec:
+    quality: Quality
+    width: int
+    height: int
+    crf: int
+    preset: str
+    time_base: Fraction
+    """The time base of the frames handed over (the source video stream's)."""
+    rate: Fraction
+    """The nominal frame rate, for x264's rate control; timestamps may vary around it."""
+
+
+@dataclass(frozen=True)
+class AudioSpec:
+    rate: int
+    layout: str
+
+
+@dataclass
+class HlsOutput:
+    rendition: HlsRendition
+    segment_counts: list[int]
+    """Video frames in each segment written, counted from the files."""
+
+
+def x264_options(crf: int, preset: str) -> dict[str, str]:
+    """The encoder settings both the worker and the bench's baseline use."""
+    return {"crf": str(crf), "preset": preset, "sc_threshold": "0"}
+
+
+def hls_options(folder: Path) -> dict[str, str]:
+    return {
+        "hls_time": str(SEGMENT_SECONDS),
+        "hls_list_size": "0",
+        "hls_playlist_type": "vod",
+        "start_number": "0",
+        "hls_segment_filename": str(folder / "%09d.ts"),
+    }
+
+
+def count_video_frames(segment: Path) -> int:
+    """Video packets in a finished MPEG-TS segment: one per frame for H.264 from x264."""
+    with av.open(str(segment)) as container:
+        if not container.streams.video:
+            return 0
+        stream = container.streams.video[0]
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+class HlsWriter:
+    """Encodes and segments one rendition on a background thread fed by a bounded queue."""
+
+    def __init__(
+        self,
+        spec: EncodeSpec,
+        folder: Path,
+        sink: Sink,
+        audio: AudioSpec | None = None,
+        queue_size: int = 16,
+    ) -> None:
+        self.spec = spec
+        self._folder = folder
+        self._sink = sink
+        self._queue: queue.Queue[object] = queue.Queue(queue_size)
+        self._error: BaseException | None = None
+        self._counts: list[int] = []
+        self._sizes: list[int] = []
+        self._index_text = ""
+        self._ended = False
+        folder.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(
+            str(folder / INDEX_NAME), "w", format="hls", options=hls_options(folder)
+        )
+        self._video = self._add_video()
+        self._audio = self._add_audio(audio) if audio else None
+        self._thread = threading.Thread(
+            target=self._run, name=f"hls-{spec.quality}", daemon=True
+        )
+        self._thread.start()
+
+    def _add_video(self) -> av.VideoStream:
+        spec = self.spec
+        stream = self._container.add_stream("libx264", rate=spec.rate)
+        stream.width, stream.height = spec.width, spec.height
+        stream.pix_fmt = "yuv420p"
+        context = stream.codec_context
+        context.time_base = spec.time_base
+        context.framerate = spec.rate
+        context.gop_size = GOP
+        context.options = x264_options(spec.crf, spec.preset)
+        return stream
+
+    def _add_audio(self, audio: AudioSpec) -> av.AudioStream:
+        stream = self._container.add_stream("aac", rate=audio.rate, layout=audio.layout)
+        stream.bit_rate = AUDIO_BITRATE
+        return stream
+
+    def put_video(self, frame: VideoFrame) -> None:
+        self._put(frame)
+
+    def put_audio(self, frame: AudioFrame) -> None:
+        if self._audio is not None:
+            self._put(frame)
+
+    def _put(self, item: object) -> None:
+        while True:
+            if self._error is not None:
+                raise self._error
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def end(self) -> None:
+        """No more input: the thread flushes its encoders (call `finish` for the result)."""
+        if not self._ended:
+            self._put(_STOP)
+            self._ended = True
+
+    def finish(self) -> HlsOutput:
+        """Flush the encoders, hand over the last segments and the index; raise any failure."""
+        self.end()
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        duration = _index_duration(self._index_text)
+        bitrate = round(sum(self._sizes) * 8 / duration) if duration > 0 else 0
+        self._sink.put_bytes(
+            Rel.hls_index(self.spec.quality),
+            self._index_text.encode(),
+            "application/vnd.apple.mpegurl",
+        )
+        rendition = HlsRendition(self._index_text, bitrate, len(self._counts))
+        return HlsOutput(rendition, list(self._counts))
+
+    def abort(self) -> None:
+        """Stop the thread after a failure elsewhere; outputs are left incomplete."""
+        self._error = self._error or RuntimeError("aborted")
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+            try:
+                self._queue.put_nowait(_STOP)
+            except queue.Full:
+                pass
+            self._thread.join(timeout=0.1)
+
+    def _run(self) -> None:
+        try:
+            self._encode_all()
+        except BaseException as exc:
+            log.debug("HLS %s failed", self.spec.quality, exc_info=True)
+            if self._error is None:
+                self._error = exc
+            self._close_quietly()
+
+    def _encode_all(self) -> None:
+        spec = self.spec
+        while True:
+            item = self._queue.get()
+            if item is _STOP or self._error is not None:
+                break
+            if isinstance(item, VideoFrame):
+                self._mux(self._video.encode(self._fit(item)))
+            elif self._audio is not None and isinstance(item, AudioFrame):
+                self._mux(self._audio.encode(item))
+        if self._error is not None:
+            self._close_quietly()
+            return
+        self._mux(self._video.encode(None))
+        if self._audio is not None:
+            self._mux(self._audio.encode(None))
+        self._container.close()
+        self._publish_finished(final=True)
+        self._index_text = (self._folder / INDEX_NAME).read_text()
+        log.debug("HLS %s: %d segments", spec.quality, len(self._counts))
+
+    def _fit(self, frame: VideoFrame) -> VideoFrame:
+        spec = self.spec
+        if (frame.width, frame.height) == (spec.width, spec.height) and (
+            frame.format.name == "yuv420p"
+        ):
+            return frame
+        return frame.reformat(spec.width, spec.height, "yuv420p", interpolation="BICUBIC")
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        if packets:
+            self._container.mux(packets)
+            self._publish_finished(final=False)
+
+    def _publish_finished(self, final: bool) -> None:
+        """Hand over every segment the muxer has closed (all of them once it is closed)."""
+        while True:
+            index = len(self._counts)
+            current = self._folder / Rel.segment_name(index)
+            following = self._folder / Rel.segment_name(index + 1)
+            if not current.exists() or not (final or following.exists()):
+                return
+            self._counts.append(count_video_frames(current))
+            self._sizes.append(current.stat().st_size)
+            self._sink.put_file(
+                Rel.segment(self.spec.quality, index), current, "video/mp2t", delete_after=True
+            )
+
+    def _close_quietly(self) -> None:
+        try:
+            self._container.close()
+        except Exception:  # already failing: the first error is the one to report
+            log.debug("closing HLS %s after a failure", self.spec.quality, exc_info=True)
+
+
+def _index_duration(text: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith("#EXTINF:"):
+            total += float(line.removeprefix("#EXTINF:").split(",", 1)[0])
+    return total

@@ -1,0 +1,344 @@
+"""The video processor of SPEC 4.2: every rendition from one decode of the source.
+
+The calling thread demuxes and decodes; each decoded frame goes, by reference, to
+
+    HlsWriter high (x264 CRF 23, own thread)   --\
+    HlsWriter low  (scale + x264 CRF 40, own thread) -> segments to the sink as each one closes
+    SectionWriter  (PNG/JPEG pool, visible frames only) -> sections to the sink
+    ThumbnailPicker (frames near the expected middle)
+
+and decoded audio goes to the peaks writer and, once converted, to both AAC encoders. Every
+hand-over is a bounded queue, so memory does not grow with the length of the video. Whatever
+fails first (decoder, encoder, sink) stops the run and is raised here.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+import av.error
+from av.audio.frame import AudioFrame
+from av.video.frame import PictureType, VideoFrame
+
+from worker.config import Limits, VideoSettings
+from worker.errors import CorruptMedia, TooLarge, UnsupportedFormat
+from worker.layout import Quality, Rel
+from worker.media import HlsRendition, ProgressCallback, Sink, VideoResult, no_progress
+from worker.media.audio import AacFeed, PeaksWriter
+from worker.media.frames import (
+    SectionWriter,
+    ThumbnailPicker,
+    VisibleRule,
+    build_manifest,
+    downsample_step,
+    even_size,
+    low_size,
+)
+from worker.media.hls import AudioSpec, EncodeSpec, HlsOutput, HlsWriter
+from worker.media.rotation import Rotator, thumbnail_at
+from worker.media.videoprobe import Probe, open_container, probe_video
+
+log = logging.getLogger(__name__)
+
+HIGH_CRF, LOW_CRF = 23, 40
+MAX_PENDING_AUDIO = 2000
+"""Audio frames held until the first video frame starts the encoders (a few seconds' worth)."""
+
+
+def process_video(
+    path: Path,
+    sink: Sink,
+    limits: Limits,
+    settings: VideoSettings,
+    fps: float = 0,
+    work_dir: Path | None = None,
+    progress: ProgressCallback = no_progress,
+) -> VideoResult:
+    """Write sections, HLS renditions, manifest, thumbnail and audio peaks of `path` to `sink`.
+
+    Raises `UnsupportedFormat` (no video stream, unknown container or codec), `CorruptMedia`
+    (nothing decodes), `TooLarge` (duration, frame count or size over `limits`, decided from
+    the header before decoding)."""
+    with open_container(path) as container:
+        probe = probe_video(path, container, limits)
+        with tempfile.TemporaryDirectory(dir=work_dir, prefix="video-") as scratch:
+            run = _VideoRun(path, container, probe, sink, settings, fps, Path(scratch), progress)
+            return run.run()
+
+
+@dataclass
+class _Outputs:
+    high: HlsWriter
+    low: HlsWriter
+    sections: SectionWriter
+    thumbs: ThumbnailPicker
+
+
+@dataclass
+class _Frames:
+    """What the manifest needs of every decoded frame; a few bytes each."""
+
+    timestamps: list[float] = field(default_factory=list)
+    visible: bytearray = field(default_factory=bytearray)
+    pts: list[int] = field(default_factory=list)
+
+
+class _VideoRun:
+    def __init__(
+        self,
+        path: Path,
+        container: av.container.InputContainer,
+        probe: Probe,
+        sink: Sink,
+        settings: VideoSettings,
+        fps: float,
+        scratch: Path,
+        progress: ProgressCallback,
+    ) -> None:
+        self.path, self.container, self.probe = path, container, probe
+        self.sink, self.settings, self.scratch, self.progress = sink, settings, scratch, progress
+        self.limits_frames = probe.max_frames
+        self.rule = VisibleRule(downsample_step(probe.native_fps, fps))
+        self.fps = fps if fps > 0 else probe.native_fps
+        self.frames = _Frames()
+        self.warnings: list[str] = []
+        self.damaged_packets = 0
+        self.width = self.height = 0
+        self.rotator: Rotator | None = None
+        self.outputs: _Outputs | None = None
+        audio = probe.audio
+        self.peaks = PeaksWriter() if audio else None
+        self.aac = AacFeed(audio) if audio else None
+        self.pending_audio: list[AudioFrame] = []
+        self.audio_failed = False
+
+    def run(self) -> VideoResult:
+        try:
+            self._decode_all()
+            return self._finish()
+        except BaseException:
+            self._abort()
+            raise
+
+    # -- decoding ---------------------------------------------------------------------------
+
+    def _decode_all(self) -> None:
+        streams = [s for s in (self.probe.video, self.probe.audio) if s is not None]
+        packets = self.container.demux(streams)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:
+                self._warn(f"reading stopped early ({exc}); the output covers what came before")
+                break
+            if packet.stream.type == "video":
+                for frame in self._decode(packet):
+                    self._on_video(frame)  # type: ignore[arg-type]
+            elif not self.audio_failed:
+                for frame in self._decode(packet):
+                    self._on_audio(frame)  # type: ignore[arg-type]
+
+    def _decode(self, packet: av.Packet) -> Iterator[VideoFrame | AudioFrame]:
+        try:
+            yield from packet.decode()
+        except av.error.FFmpegError as exc:
+            # A damaged packet costs its frame(s), not the video: count it and carry on.
+            self.damaged_packets += 1
+            log.debug("%s: undecodable %s packet: %s", self.path.name, packet.stream.type, exc)
+
+    def _on_video(self, frame: VideoFrame) -> None:
+        frame = self._rotate(frame)
+        if self.outputs is None:
+            self.outputs = self._start(frame)
+        n = len(self.frames.timestamps)
+        if n >= self.limits_frames:
+            raise TooLarge(
+                f"{self.path.name}: more than {self.limits_frames} frames, though its header"
+                " said fewer; raise limits.max_video_frames to process it"
+            )
+        self._retime(frame)
+        # Source picture types would force x264's frame types; the encoders choose their own.
+        frame.pict_type = PictureType.NONE
+        out = self.outputs
+        out.high.put_video(frame)
+        out.low.put_video(frame)
+        visible = self.rule.check(n)
+        if visible:
+            out.sections.submit(self.rule.visible - 1, frame)
+        out.thumbs.offer(n, frame)
+        self.frames.visible.append(1 if visible else 0)
+        if n % 25 == 0:
+            self.progress("video", n, self.probe.expected_frames or None)
+
+    def _rotate(self, frame: VideoFrame) -> VideoFrame:
+        if self.rotator is None:
+            self.rotator = Rotator.for_frame(frame, self.probe.time_base)
+        return self.rotator.apply(frame)
+
+    def _retime(self, frame: VideoFrame) -> None:
+        """Strictly increasing timestamps in the source time base, as the encoders need; a
+        missing or repeated one becomes the previous one plus a nominal frame."""
+        pts_list = self.frames.pts
+        pts = frame.pts
+        if pts is None or (pts_list and pts <= pts_list[-1]):
+            pts = pts_list[-1] + self.probe.frame_ticks if pts_list else 0
+        frame.pts = pts
+        frame.time_base = self.probe.time_base
+        pts_list.append(pts)
+        self.frames.timestamps.append(float(pts * self.probe.time_base) - self.probe.start)
+
+    def _on_audio(self, frame: AudioFrame) -> None:
+        assert self.peaks is not None and self.aac is not None
+        try:
+            self.peaks.feed(frame)
+            converted = self.aac.convert(frame)
+        except (av.error.FFmpegError, ValueError) as exc:
+            self.audio_failed = True
+            self._warn(f"the audio could not be converted ({exc}); it is left out")
+            return
+        if self.outputs is None:
+            self.pending_audio.extend(converted[: MAX_PENDING_AUDIO - len(self.pending_audio)])
+            return
+        for out in converted:
+            self.outputs.high.put_audio(out)
+            self.outputs.low.put_audio(out)
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def _start(self, first: VideoFrame) -> _Outputs:
+        """Encoders are set up from the first decoded frame: its size is the displayed one."""
+        width, height = first.width, first.height
+        self.probe.check_size(width, height)
+        self.width, self.height = width, height
+        high = self._hls("high", even_size(width, height), HIGH_CRF)
+        low = self._hls("low", low_size(width, height), LOW_CRF)
+        for pending in self.pending_audio:
+            high.put_audio(pending)
+            low.put_audio(pending)
+        self.pending_audio.clear()
+        sections = SectionWriter(
+            self.sink,
+            self.settings.sections_high_format,
+            self.settings.sections_high_jpeg_quality,
+            self.settings.sections_low_jpeg_quality,
+        )
+        return _Outputs(high, low, sections, ThumbnailPicker(self.probe.expected_frames))
+
+    def _hls(self, quality: Quality, size: tuple[int, int], crf: int) -> HlsWriter:
+        spec = EncodeSpec(
+            quality=quality,
+            width=size[0],
+            height=size[1],
+            crf=crf,
+            preset=self.settings.x264_preset,
+            time_base=self.probe.time_base,
+            rate=self.probe.rate,
+        )
+        audio = AudioSpec(self.aac.rate, self.aac.layout) if self.aac else None
+        return HlsWriter(spec, self.scratch / quality, self.sink, audio)
+
+    def _finish(self) -> VideoResult:
+        out = self.outputs
+        total = len(self.frames.timestamps)
+        if out is None or total == 0:
+            raise CorruptMedia(
+                f"{self.path.name}: no video frame could be decoded; the file is damaged or"
+                " incomplete: re-export or re-upload it"
+            )
+        self._flush_audio()
+        out.high.end()
+        out.low.end()
+        out.sections.finish()
+        high, low = out.high.finish(), out.low.finish()
+        self._check_counts(total, high, low)
+        manifest, notes = build_manifest(
+            self.frames.timestamps, self.frames.visible, high.segment_counts
+        )
+        self.warnings.extend(notes)
+        self.sink.put_bytes(Rel.MANIFEST, manifest.encode(), "text/plain; charset=utf-8")
+        self._put_thumbnail(out.thumbs, total)
+        has_audio = self._put_peaks()
+        return self._result(total, high.rendition, low.rendition, has_audio)
+
+    def _flush_audio(self) -> None:
+        if self.aac is None or self.audio_failed or self.outputs is None:
+            return
+        try:
+            tail = self.aac.convert(None)
+        except (av.error.FFmpegError, ValueError) as exc:
+            self._warn(f"the end of the audio could not be converted ({exc})")
+            return
+        for frame in tail:
+            self.outputs.high.put_audio(frame)
+            self.outputs.low.put_audio(frame)
+
+    def _check_counts(self, total: int, high: HlsOutput, low: HlsOutput) -> None:
+        expected = self.probe.expected_frames
+        if self.damaged_packets:
+            self._warn(f"{self.damaged_packets} damaged packet(s) skipped; {total} frames decoded")
+        if self.probe.frames_exact and expected > total:
+            self._warn(
+                f"the header lists {expected} frames but {total} decoded: the file looks"
+                " truncated or damaged; the outputs cover the frames that decoded"
+            )
+        if high.segment_counts != low.segment_counts:
+            self._warn("the high and low HLS renditions were cut into different segments")
+
+    def _put_thumbnail(self, thumbs: ThumbnailPicker, total: int) -> None:
+        middle = total // 2
+        data = thumbs.pick(total)
+        if data is None:
+            # The header's frame count was off: seek back to the real middle frame.
+            data = thumbnail_at(self.path, self.probe.video.index, self.frames.pts[middle])
+        if data is None:
+            self._warn(f"the middle frame ({middle}) could not be decoded for the thumbnail")
+            return
+        self.sink.put_bytes(Rel.THUMBNAIL, data, "image/jpeg")
+
+    def _put_peaks(self) -> bool:
+        if self.peaks is None or self.audio_failed:
+            return False
+        data = self.peaks.finish()
+        if self.peaks.samples == 0:
+            self._warn("the audio stream holds no decodable samples; no audio peaks")
+            return False
+        self.sink.put_bytes(Rel.AUDIO_PEAKS, data, "application/octet-stream", "gzip")
+        return True
+
+    def _result(
+        self, total: int, high: HlsRendition, low: HlsRendition, has_audio: bool
+    ) -> VideoResult:
+        assert self.outputs is not None
+        return VideoResult(
+            width=self.width,
+            height=self.height,
+            native_fps=round(self.probe.native_fps, 4),
+            fps=round(self.fps, 4),
+            visible_frames=self.rule.visible,
+            total_frames=total,
+            sections_ext=self.settings.sections_high_format,
+            hls_high=high,
+            hls_low=low,
+            has_audio=has_audio,
+            warnings=list(self.warnings),
+        )
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s: %s", self.path.name, message)
+        self.warnings.append(message)
+
+    def _abort(self) -> None:
+        out = self.outputs
+        if out is None:
+            return
+        out.sections.abort()
+        out.high.abort()
+        out.low.abort()
+

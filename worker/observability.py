@@ -1,0 +1,375 @@
+"""Logs and metrics for operators: JSON log lines with no secrets, and Prometheus metrics.
+
+Logs: `setup_logging(json_lines=True)` puts one JSON object per line on stderr, each carrying the
+item id, integration and key of the item being processed (from `item_context`), and the stage and
+duration where a stage ends. `SecretFilter` scrubs every record on the way out: signed-URL query
+strings (S3 `X-Amz-Signature`/`X-Amz-Credential`, Azure SAS `sig`), connection strings, account
+keys and AWS access key ids never reach a log line, whoever logged them.
+
+Metrics: counters and histograms in one registry (`REGISTRY`), served by
+`start_metrics_server(port)`. With Celery's prefork pool each child process counts for itself:
+set `PROMETHEUS_MULTIPROC_DIR` to a shared empty folder and the server aggregates all of them
+(prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, ParamSpec, TypeVar
+
+from prometheus_client import (
+    REGISTRY as DEFAULT_REGISTRY,
+)
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    start_http_server,
+)
+
+log = logging.getLogger(__name__)
+
+# --- secrets -------------------------------------------------------------------------------
+
+REDACTED = "<redacted>"
+
+_SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # The whole query of a signed URL: S3 presign (v4 and v2) or an Azure SAS. Everything after
+    # `?` is a credential in such a URL, so it goes as one piece.
+    (
+        re.compile(
+            r"\?(?=[^\s\"'<>]*\b(?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token"
+            r"|Signature|AWSAccessKeyId|sig)=)[^\s\"'<>]*",
+            re.IGNORECASE,
+        ),
+        "?" + REDACTED,
+    ),
+    # Loose signature parameters (a URL cut in two, a header echoed by an SDK).
+    (
+        re.compile(
+            r"((?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature|sig|"
+            r"AWSAccessKeyId|SharedAccessSignature|AccountKey|skoid|sktid)=)[^&\s\"';,]+",
+            re.IGNORECASE,
+        ),
+        r"\1" + REDACTED,
+    ),
+    # Authorization headers: SigV4 `Credential=AKIA.../...`, Azure `SharedKey account:sig`.
+    (
+        re.compile(r"(Authorization['\"]?\s*[:=]\s*['\"]?)[^'\"\n]+", re.IGNORECASE),
+        r"\1" + REDACTED,
+    ),
+    # AWS access key ids (long-term and temporary).
+    (re.compile(r"\b(?:AKIA|ASIA|AROA|AIDA)[A-Z0-9]{12,}\b"), REDACTED),
+    # Named secrets as they appear in reprs and dicts.
+    (
+        re.compile(
+            r"((?:aws_secret_access_key|secret_access_key|aws_session_token|account_key|"
+            r"AZURE_STORAGE_KEY|password)['\"]?\s*[:=]\s*['\"]?)[^'\"\s,}]+",
+            re.IGNORECASE,
+        ),
+        r"\1" + REDACTED,
+    ),
+]
+
+_EXTRA_SECRETS: set[str] = set()
+
+
+def add_secret(value: str | None) -> None:
+    """Scrub this exact value from every log line (credentials the process was handed)."""
+    if value and len(value) >= 8:
+        _EXTRA_SECRETS.add(value)
+
+
+def _known_secrets_from_env() -> None:
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AZURE_STORAGE_KEY"):
+        add_secret(os.environ.get(name))
+
+
+def scrub(text: str) -> str:
+    """The text with every signature, credential and key it holds replaced by `<redacted>`."""
+    for pattern, replacement in _SECRET_PATTERNS:
+        text = pattern.sub(replacement, text)
+    for secret in _EXTRA_SECRETS:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+class SecretFilter(logging.Filter):
+    """Scrubs the formatted message and any exception text of every record it sees."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub(message)
+        if cleaned != message or record.args:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = scrub(record.exc_text)
+        return True
+
+
+# --- item context and JSON lines -------------------------------------------------------------
+
+_CONTEXT: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar(
+    "mw_item", default=None
+)
+CONTEXT_FIELDS = ("item_id", "integration", "key", "slot", "type")
+RECORD_FIELDS = ("stage", "duration_ms", "reason", "status", "bytes")
+
+
+@contextmanager
+def item_context(**fields: str) -> Iterator[None]:
+    """Every log line inside names this item (item_id, integration, key...)."""
+    token = _CONTEXT.set({**(_CONTEXT.get() or {}), **{k: v for k, v in fields.items() if v}})
+    try:
+        yield
+    finally:
+        _CONTEXT.reset(token)
+
+
+def current_context() -> dict[str, str]:
+    return dict(_CONTEXT.get() or {})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, the item context and any of
+    `RECORD_FIELDS` passed through `extra=`. Scrubbed again as a whole, so nothing a field
+    carries can leak either."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line.update(_CONTEXT.get() or {})
+        for name in (*CONTEXT_FIELDS, *RECORD_FIELDS):
+            value = getattr(record, name, None)
+            if value is not None:
+                line[name] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exception"] = record.exc_text
+        return scrub(json.dumps(line, ensure_ascii=False, default=str))
+
+
+def setup_logging(
+    json_lines: bool = True, level: int = logging.INFO, stream: Any = None
+) -> logging.Handler:
+    """Replace the root logger's handlers with one scrubbed handler (JSON or plain text)."""
+    _known_secrets_from_env()
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(SecretFilter())
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # botocore logs request details (with signatures) at DEBUG; keep it at INFO or above.
+    for noisy in ("botocore", "urllib3", "azure.core.pipeline.policies.http_logging_policy"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    return handler
+
+
+# --- metrics -------------------------------------------------------------------------------
+
+STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+WAIT_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class Metrics:
+    """The worker's metrics, registered once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.items = Counter(
+            "mediaworker_items",
+            "Items finished, by media type and outcome (ok, failed, missing_assets, retry).",
+            ["type", "outcome"],
+            registry=registry,
+        )
+        self.failures = Counter(
+            "mediaworker_item_failures",
+            "Failed items by reason code (SPEC section 9).",
+            ["reason"],
+            registry=registry,
+        )
+        self.stage_seconds = Histogram(
+            "mediaworker_stage_seconds",
+            "Time spent in each pipeline stage (plan, fetch, process, ...).",
+            ["stage"],
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.item_seconds = Histogram(
+            "mediaworker_item_seconds",
+            "Wall time per item, by media type.",
+            ["type"],
+            buckets=STAGE_BUCKETS,
+            registry=registry,
+        )
+        self.bytes_read = Counter(
+            "mediaworker_bytes_read", "Source bytes read from storage.", ["type"], registry=registry
+        )
+        self.bytes_written = Counter(
+            "mediaworker_bytes_written",
+            "Rendition bytes written to storage.",
+            ["type"],
+            registry=registry,
+        )
+        self.queue_wait = Histogram(
+            "mediaworker_queue_wait_seconds",
+            "Time from enqueueing an item to a worker starting it, by queue.",
+            ["queue"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
+
+
+METRICS = Metrics(DEFAULT_REGISTRY)
+REGISTRY = DEFAULT_REGISTRY
+
+
+def observe_stage(stage: str, seconds: float) -> None:
+    """A pipeline stage ended: one histogram sample and one log line with its duration."""
+    METRICS.stage_seconds.labels(stage).observe(seconds)
+    log.info(
+        "stage %s took %.1f ms",
+        stage,
+        seconds * 1000,
+        extra={"stage": stage, "duration_ms": round(seconds * 1000, 1)},
+    )
+
+
+def observe_bytes(item_type: str, read: int, written: int) -> None:
+    METRICS.bytes_read.labels(item_type).inc(max(0, read))
+    METRICS.bytes_written.labels(item_type).inc(max(0, written))
+
+
+def observe_queue_wait(queue: str, enqueued_at: float | None, now: float | None = None) -> None:
+    """Record how long an item waited in `queue`; `enqueued_at` is a Unix time (or None)."""
+    if enqueued_at is None:
+        return
+    wait = max(0.0, (now if now is not None else time.time()) - float(enqueued_at))
+    METRICS.queue_wait.labels(queue or "default").observe(wait)
+
+
+def observe_result(item_type: str, status: str, reason: str | None, seconds: float) -> None:
+    METRICS.items.labels(item_type, status).inc()
+    METRICS.item_seconds.labels(item_type).observe(seconds)
+    if reason:
+        METRICS.failures.labels(reason).inc()
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def observed_item(func: Callable[P, R]) -> Callable[P, R]:
+    """Wraps `process_item(item, ...) -> ItemResult`: every log line inside names the item, and
+    the outcome, reason and duration are counted and logged once at the end. A transient error
+    that escapes (for the queue to retry) counts as outcome `retry`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        item: Any = args[0] if args else kwargs["item"]
+        start = time.perf_counter()
+        with item_context(
+            item_id=item.item_id, integration=item.integration, key=item.key, slot=item.slot
+        ):
+            try:
+                result: Any = func(*args, **kwargs)
+            except Exception:
+                seconds = time.perf_counter() - start
+                observe_result(item.type.value, "retry", None, seconds)
+                raise
+            seconds = time.perf_counter() - start
+            status, reason = str(result.status.value), result.reason
+            observe_result(result.type, status, reason.value if reason else None, seconds)
+            log.info(
+                "item finished: %s%s",
+                status,
+                f" ({reason.value})" if reason else "",
+                extra={
+                    "status": status,
+                    "reason": reason.value if reason else None,
+                    "type": result.type,
+                    "duration_ms": round(seconds * 1000, 1),
+                },
+            )
+            return result  # type: ignore[no-any-return]
+
+    return wrapper
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+def metrics_registry() -> CollectorRegistry:
+    """The registry to serve: this process's, or every process's in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return registry
+    return REGISTRY
+
+
+def start_metrics_server(port: int, addr: str = "0.0.0.0") -> tuple[Any, Any]:
+    """Serve `/metrics` on `addr:port` from a background thread; returns (server, thread) so a
+    caller (a test) can `server.shutdown()`. Port 0 picks a free port: `server.server_port`."""
+    server, thread = start_http_server(port, addr=addr, registry=metrics_registry())
+    log.info("metrics on http://%s:%d/metrics", addr, server.server_port)
+    return server, thread
+
+
+# Celery: events on (so Flower sees tasks) and the queue-wait clock. Applied by the Celery app.
+CELERY_EVENT_SETTINGS: dict[str, Any] = {
+    "worker_send_task_events": True,
+    "task_send_sent_event": True,
+}
+ENQUEUED_AT_HEADER = "mw_enqueued_at"
+
+
+def install_celery_hooks() -> None:
+    """Stamp each published task with its enqueue time, and observe the wait when a worker
+    starts it. Safe to call more than once."""
+    from celery import signals
+
+    signals.before_task_publish.connect(_stamp_enqueued_at, weak=False, dispatch_uid="mw-stamp")
+    signals.task_prerun.connect(_observe_wait, weak=False, dispatch_uid="mw-wait")
+
+
+def _stamp_enqueued_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    if headers is not None:
+        headers.setdefault(ENQUEUED_AT_HEADER, time.time())
+
+
+def _observe_wait(task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    if request is None:
+        return
+    stamp = getattr(request, ENQUEUED_AT_HEADER, None)
+    if stamp is None:
+        stamp = (getattr(request, "headers", None) or {}).get(ENQUEUED_AT_HEADER)
+    info = getattr(request, "delivery_info", None) or {}
+    observe_queue_wait(str(info.get("routing_key") or "default"), stamp)

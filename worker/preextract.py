@@ -1,0 +1,264 @@
+"""Offline pre-extraction for read-only integrations (SPEC section 7, `preextract`).
+
+A customer runs this on their own machine against a local copy of their bucket (or the bucket
+itself) and writes exactly the layout that read-only verification expects, through the same
+pipeline the workers run, plus `registration.jsonl`: one SPEC 5 payload per item, ready to post to
+a read-only registration endpoint.
+
+Item keys are paths relative to SOURCE, so the default item ids (UUIDv5 of the key) are the ones
+verification of the bucket computes. A MIRAX slide (`NAME.mrxs` and its `NAME/` folder) is one
+item. An item whose `metadata.json` already matches its source (size, ETag) and the pipeline
+version is skipped, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from worker import PIPELINE_VERSION
+from worker.config import Integration, Provider, Settings
+from worker.errors import ConfigError, NotFound
+from worker.fetch import MIRAX_SUFFIX, mirax_prefix
+from worker.items import Item
+from worker.layout import SlotLayout, normalize_prefix, registration_key
+from worker.payloads import ItemResult, Metadata, Payload, Status, VideoPayload
+from worker.pipeline import process_item
+from worker.storage import ReadableStorage, Storage, open_storage
+from worker.storage import open_writable as _open_writable
+from worker.storage.local import LocalStorage
+
+log = logging.getLogger(__name__)
+
+LOCAL_DEST = "preextract"
+"""The name of the local integration that stands for a DEST folder."""
+SKIPPED_MESSAGE = "already extracted from this source by this pipeline version; skipped"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where items are read: a local folder standing for the bucket, or an integration."""
+
+    root: Path | None = None
+    integration: str | None = None
+    under: str = ""
+    """Key prefix to take items from (integration sources)."""
+    only: str | None = None
+    """A single key (SOURCE was one file)."""
+
+    def open(self, settings: Settings) -> ReadableStorage:
+        if self.root is not None:
+            return LocalStorage(self.root, "source")
+        assert self.integration is not None
+        return open_storage(settings.integration(self.integration), settings)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything a run needs, picklable, so each worker process opens its own storages."""
+
+    settings: Settings
+    source: Source
+    dest: str
+    """The integration (in `settings`) that receives the layout."""
+    fps: float = 0
+
+
+def resolve_source(text: str, settings: Settings) -> Source:
+    """SOURCE: a local file or folder, else `INTEGRATION[:KEY_PREFIX]` from the config."""
+    path = Path(text).expanduser()
+    if path.exists():
+        if path.is_file():
+            return Source(root=path.resolve().parent, only=path.name)
+        return Source(root=path.resolve())
+    name, _, under = text.partition(":")
+    if name in settings.integrations:
+        return Source(integration=name, under=under.lstrip("/"))
+    raise ConfigError(
+        f"SOURCE {text!r} is neither a local file or folder nor INTEGRATION[:KEY_PREFIX]"
+        f" of a configured integration (configured: {', '.join(settings.integrations) or 'none'})"
+    )
+
+
+def resolve_dest(text: str, settings: Settings, prefix: str | None) -> tuple[Settings, str]:
+    """DEST: a configured, writable integration, else a local folder that stands for the bucket.
+    Returns the settings holding the destination integration, and its name."""
+    if text in settings.integrations and "/" not in text:
+        integration = settings.integration(text)
+        if integration.readonly:
+            raise ConfigError(
+                f"DEST {text!r} is a read-only integration: mediaworker never writes to it."
+                " Pre-extract into a local folder, upload that folder, then run verify"
+            )
+        if prefix is not None:
+            integration = integration.model_copy(
+                update={"prefix": _dest_prefix(integration, prefix)}
+            )
+        return _with_integration(settings, integration), text
+    root = Path(text).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"DEST {text} is a file; give a folder (it is created if missing)")
+    root.mkdir(parents=True, exist_ok=True)
+    local = Integration(
+        name=LOCAL_DEST, provider=Provider.LOCAL, root=root, prefix=normalize_prefix(prefix)
+    )
+    return _with_integration(settings, local), LOCAL_DEST
+
+
+def _dest_prefix(integration: Integration, prefix: str) -> str:
+    if integration.provider == Provider.AZURE:
+        return prefix.strip() or "data"
+    return normalize_prefix(prefix)
+
+
+def _with_integration(settings: Settings, integration: Integration) -> Settings:
+    integrations = {**settings.integrations, integration.name: integration}
+    return settings.model_copy(update={"integrations": integrations})
+
+
+def discover(plan: Plan, exclude: Path | None = None) -> list[str]:
+    """The item keys of SOURCE, sorted: every file, except hidden ones, MIRAX data folders and
+    (when SOURCE holds DEST) the outputs."""
+    source = plan.source
+    if source.only is not None:
+        return [source.only]
+    storage = source.open(plan.settings)
+    skip = _output_prefix(plan, exclude)
+    keys = [
+        info.key
+        for info in storage.list(source.under)
+        if not info.key.endswith("/") and not (skip and info.key.startswith(skip))
+    ]
+    return sorted(_without_mirax_parts(k for k in keys if not _hidden(k)))
+
+
+def _output_prefix(plan: Plan, exclude: Path | None) -> str | None:
+    """Keys under this prefix are outputs of this very run, never sources."""
+    source = plan.source
+    if source.root is not None and exclude is not None:
+        exclude = exclude.resolve()
+        if exclude == source.root or source.root in exclude.parents:
+            relative = exclude.relative_to(source.root).as_posix()
+            return "" if relative == "." else relative + "/"
+    if source.integration == plan.dest:
+        return plan.settings.integration(plan.dest).prefix + "/"
+    return None
+
+
+def _hidden(key: str) -> bool:
+    return any(part.startswith(".") for part in key.split("/"))
+
+
+def _without_mirax_parts(keys: Iterable[str]) -> list[str]:
+    """A MIRAX slide is its `.mrxs`; the files of its `NAME/` folder are not items."""
+    keys = list(keys)
+    folders = tuple(mirax_prefix(k) for k in keys if k.lower().endswith(MIRAX_SUFFIX))
+    return [k for k in keys if not (folders and k.startswith(folders))]
+
+
+def plan_items(plan: Plan, keys: Iterable[str]) -> list[Item]:
+    return [Item(integration=plan.dest, key=key, fps=plan.fps) for key in keys]
+
+
+def extract_one(plan: Plan, item: Item) -> ItemResult:
+    """Extract one item, or skip it when its commit marker already matches its source. Runs in
+    a worker process, so it opens its own storages."""
+    dest = _open_writable(plan.settings.integration(plan.dest), plan.settings)
+    source = plan.source.open(plan.settings)
+    done = _completed(plan, item, dest, source)
+    if done is not None:
+        return done
+    return process_item(item, plan.settings, dest, source=source)
+
+
+def _completed(plan: Plan, item: Item, dest: Storage, source: ReadableStorage) -> ItemResult | None:
+    layout = SlotLayout(plan.settings.integration(plan.dest).prefix, item.item_id, item.slot)
+    try:
+        metadata = Metadata.model_validate_json(dest.read_bytes(layout.metadata_key))
+        info = source.head(item.key)
+    except (NotFound, ValidationError):
+        return None
+    same = (
+        metadata.pipeline_version == PIPELINE_VERSION
+        and metadata.source.size == info.size
+        and metadata.source.etag == info.etag
+        and _same_fps(metadata.payload, item.fps)
+    )
+    if not same:
+        return None
+    log.info("item %s (%s): %s", item.item_id, item.key, SKIPPED_MESSAGE)
+    payload = metadata.payload
+    return ItemResult(
+        item_id=item.item_id,
+        slot=item.slot,
+        integration=item.integration,
+        key=item.key,
+        type="slide" if getattr(payload, "slide", False) else payload.type,
+        status=Status.OK,
+        message=SKIPPED_MESSAGE,
+        payload=payload.model_dump(mode="json", exclude_none=True),
+        assets=metadata.assets,
+    )
+
+
+def _same_fps(payload: Payload, fps: float) -> bool:
+    """Whether a video was extracted at the frame rate asked for now (SPEC 4.2's step rule)."""
+    if not isinstance(payload, VideoPayload):
+        return True
+    native = payload.native_fps
+    wanted = native if fps <= 0 else native / round(max(native / fps, 1), 4)
+    return abs(payload.fps - wanted) < 0.01 or (fps > 0 and abs(payload.fps - fps) < 0.01)
+
+
+def run(
+    plan: Plan,
+    items: list[Item],
+    jobs: int = 1,
+    on_result: Callable[[ItemResult], None] = lambda result: None,
+) -> list[ItemResult]:
+    """Extract every item, `jobs` at a time in separate processes; results in item order."""
+    if jobs <= 1 or len(items) <= 1:
+        results = []
+        for item in items:
+            results.append(extract_one(plan, item))
+            on_result(results[-1])
+        return results
+    by_key: dict[str, ItemResult] = {}
+    # Spawned, not forked: the parent runs threads (progress bar, storage pools).
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(items)), mp_context=context) as pool:
+        futures = {pool.submit(extract_one, plan, item): item for item in items}
+        for future in as_completed(futures):
+            result = future.result()
+            by_key[futures[future].key] = result
+            on_result(result)
+    return [by_key[item.key] for item in items]
+
+
+def write_registration(plan: Plan, results: list[ItemResult]) -> str:
+    """`registration.jsonl`: one payload a line for each item that is ok, in key order. Written
+    whole at the end (the local backend replaces it atomically). Returns its key."""
+    integration = plan.settings.integration(plan.dest)
+    key = registration_key("" if integration.provider == Provider.LOCAL else integration.prefix)
+    lines = [
+        json.dumps(r.payload, ensure_ascii=False, sort_keys=True)
+        for r in sorted(results, key=lambda r: r.key)
+        if r.status == Status.OK and r.payload is not None
+    ]
+    text = "".join(line + "\n" for line in lines)
+    dest = _open_writable(integration, plan.settings)
+    dest.write(key, text.encode(), "application/x-ndjson")
+    log.info("wrote %s with %d payloads", key, len(lines))
+    return key
+
+
+def default_jobs() -> int:
+    return max(1, min(4, (os.cpu_count() or 1)))

@@ -1,0 +1,377 @@
+"""Verification of pre-extracted assets for read-only integrations (SPEC section 6).
+
+Nothing here can write: everything takes a `ReadableStorage`, and the pipeline hands a read-only
+integration a `ReadOnlyView`, which has no write method at all.
+
+The expected keys come from a registration payload (given, or read from the slot's
+`metadata.json`). Each is checked with a HEAD (exists, non-zero size), never with a listing, so a
+reader holding only `s3:GetObject` can verify. Then the contents that a viewer depends on are
+checked: the thumbnail decodes and fits, the manifest has `total_frames` lines, the sections stop
+at `visible_frames`, every HLS segment an index names exists, the Deep Zoom tiles match the DZI.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import logging
+import math
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+from PIL import Image, UnidentifiedImageError
+from pydantic import ValidationError
+
+from worker.config import Integration
+from worker.errors import NotFound, PermissionDenied
+from worker.items import Item, default_item_id
+from worker.layout import Rel, SlotLayout, section_key
+from worker.payloads import (
+    AssetProblem,
+    ImagePayload,
+    ItemResult,
+    Metadata,
+    Payload,
+    SlidePayload,
+    Status,
+    VideoPayload,
+    segment_keys,
+)
+from worker.storage.base import ObjectInfo, ReadableStorage
+
+log = logging.getLogger(__name__)
+
+HEAD_CONCURRENCY = 16
+"""HEAD requests in flight per item: a long video has thousands of sections to check."""
+THUMBNAIL_BOX = (356, 200)
+MAX_READ_BYTES = 64 * 1024**2
+"""Largest object read whole for a content check (manifest, DZI, thumbnail)."""
+DENIED_HINT = (
+    "not readable: access denied (S3 also answers 403 for a missing key when the reader may not"
+    " s3:ListBucket); check that it exists and that the integration may read it"
+)
+
+
+@dataclass
+class Report:
+    """What one verification found: every key checked and each problem, in order."""
+
+    checked: list[str] = field(default_factory=list)
+    problems: list[AssetProblem] = field(default_factory=list)
+
+    def add(self, key: str, problem: str) -> None:
+        if all(p.key != key for p in self.problems):
+            self.problems.append(AssetProblem(key=key, problem=problem))
+
+
+def verify_item(
+    item: Item,
+    integration: Integration,
+    storage: ReadableStorage,
+    payload: Payload | None = None,
+) -> ItemResult:
+    """Check one item's pre-extracted assets: `ok`, or `missing_assets` naming each bad key.
+
+    Without `payload`, the slot's `metadata.json` supplies it; when that is missing, only the
+    source and the thumbnail can be checked and the marker itself is reported missing."""
+    layout = SlotLayout(integration.prefix, item.item_id, item.slot)
+    report = Report()
+    if payload is None:
+        payload = _payload_from_metadata(layout, storage, report)
+    if payload is None:
+        _check_objects(storage, [item.key, layout.key(Rel.THUMBNAIL)], report)
+        _check_thumbnail(storage, layout.key(Rel.THUMBNAIL), report)
+        return _result(item, item.type.value, None, report)
+    verify_payload(payload, storage, report)
+    return _result(item, payload_type(payload), payload, report)
+
+
+def verify_payload(
+    payload: Payload, storage: ReadableStorage, report: Report | None = None
+) -> Report:
+    """Every check SPEC 6 names, for the keys one registration payload lists."""
+    report = report if report is not None else Report()
+    slot = SlotLayout.containing(payload.storage_thumbnail_key)
+    keys = [payload.storage_key, payload.storage_thumbnail_key]
+    if isinstance(payload, VideoPayload):
+        keys += _video_keys(payload, slot)
+    elif isinstance(payload, SlidePayload):
+        keys += [payload.storage_dzi_key, *payload.storage_associated_keys.values()]
+    elif payload.storage_display_key:
+        keys.append(payload.storage_display_key)
+    infos = _check_objects(storage, keys, report)
+    _check_thumbnail(storage, payload.storage_thumbnail_key, report)
+    if isinstance(payload, VideoPayload):
+        _check_video(payload, storage, report)
+    elif isinstance(payload, SlidePayload):
+        _check_tiles(payload, storage, report)
+    if isinstance(payload, ImagePayload | SlidePayload):
+        _check_source_size(payload, infos.get(payload.storage_key), report)
+    return report
+
+
+def payload_type(payload: Payload) -> str:
+    return "slide" if isinstance(payload, SlidePayload) else payload.type
+
+
+def item_for_payload(payload: Payload, integration: str) -> Item:
+    """The item a payload registers: its slot folder names the item id and slot."""
+    slot = SlotLayout.containing(payload.storage_thumbnail_key)
+    item_id = slot.item_id if slot else default_item_id(payload.storage_key)
+    return Item(
+        integration=integration,
+        key=payload.storage_key,
+        item_id=item_id,
+        slot=slot.slot if slot else "0",
+        type=payload_type(payload),
+    )
+
+
+def _payload_from_metadata(
+    layout: SlotLayout, storage: ReadableStorage, report: Report
+) -> Payload | None:
+    key = layout.metadata_key
+    try:
+        data = _read_small(storage, key)
+    except NotFound:
+        report.add(key, "missing: the item was not pre-extracted, or its extraction did not finish")
+        return None
+    except PermissionDenied:
+        report.add(key, DENIED_HINT)
+        return None
+    except _TooBig as exc:
+        report.add(key, str(exc))
+        return None
+    try:
+        return Metadata.model_validate_json(data).payload
+    except ValidationError as exc:
+        report.add(key, f"invalid: not a mediaworker commit marker ({exc.error_count()} errors)")
+        return None
+
+
+def _video_keys(payload: VideoPayload, slot: SlotLayout | None) -> list[str]:
+    ext = payload.storage_sections_key_extension
+    high, low = payload.storage_sections_key_prefix, payload.storage_low_quality_sections_key_prefix
+    keys = [section_key(high, i, ext) for i in range(payload.visible_frames)]
+    keys += [section_key(low, i, "jpg") for i in range(payload.visible_frames)]
+    keys.append(payload.storage_frames_manifest_key)
+    if payload.storage_audio_peaks_key:
+        keys.append(payload.storage_audio_peaks_key)
+    for quality in ("high", "low"):
+        keys += _hls_keys(payload, quality, slot)
+    return keys
+
+
+def _hls_keys(
+    payload: VideoPayload, quality: Literal["high", "low"], slot: SlotLayout | None
+) -> list[str]:
+    rendition = getattr(payload.hls_segments, f"{quality}_quality")
+    keys = segment_keys(rendition.index)
+    if slot is not None:
+        # The stored index serves players that read the bucket directly, not via the payload.
+        keys.append(slot.key(Rel.hls_index(quality)))
+    return keys
+
+
+def _check_objects(
+    storage: ReadableStorage, keys: Iterable[str], report: Report
+) -> dict[str, ObjectInfo]:
+    """HEAD every key, a few at a time: each must exist and hold at least one byte."""
+    unique = list(dict.fromkeys(keys))
+    with ThreadPoolExecutor(HEAD_CONCURRENCY, thread_name_prefix="verify") as pool:
+        outcomes = list(pool.map(lambda key: _head(storage, key), unique))
+    infos: dict[str, ObjectInfo] = {}
+    for key, outcome in zip(unique, outcomes, strict=True):
+        report.checked.append(key)
+        if isinstance(outcome, str):
+            report.add(key, outcome)
+        elif outcome.size == 0:
+            report.add(key, "invalid: empty (0 bytes); extract and upload it again")
+        else:
+            infos[key] = outcome
+    return infos
+
+
+def _head(storage: ReadableStorage, key: str) -> ObjectInfo | str:
+    try:
+        return storage.head(key)
+    except NotFound:
+        return "missing"
+    except PermissionDenied:
+        return DENIED_HINT
+
+
+class _TooBig(ValueError):
+    pass
+
+
+def _read_small(storage: ReadableStorage, key: str) -> bytes:
+    data = storage.read_range(key, 0, MAX_READ_BYTES + 1)
+    if len(data) > MAX_READ_BYTES:
+        raise _TooBig(f"invalid: over {MAX_READ_BYTES} bytes, far more than this file ever holds")
+    return data
+
+
+def _read_for_check(storage: ReadableStorage, key: str, report: Report) -> bytes | None:
+    """The object's bytes, or None when it is already reported (missing, empty, unreadable)."""
+    if any(p.key == key for p in report.problems):
+        return None
+    try:
+        return _read_small(storage, key)
+    except NotFound:
+        report.add(key, "missing")
+    except PermissionDenied:
+        report.add(key, DENIED_HINT)
+    except _TooBig as exc:
+        report.add(key, str(exc))
+    return None
+
+
+def _check_thumbnail(storage: ReadableStorage, key: str, report: Report) -> None:
+    data = _read_for_check(storage, key, report)
+    if data is None:
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            size = image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        report.add(key, f"invalid: the thumbnail does not decode ({exc}); extract it again")
+        return
+    if size[0] > THUMBNAIL_BOX[0] or size[1] > THUMBNAIL_BOX[1]:
+        report.add(key, f"invalid: the thumbnail is {size[0]}x{size[1]}, over 356x200")
+
+
+def _check_video(payload: VideoPayload, storage: ReadableStorage, report: Report) -> None:
+    _check_manifest(payload, storage, report)
+    # A section past `visible_frames` means the sections and the payload disagree on the count.
+    for prefix, ext in (
+        (payload.storage_sections_key_prefix, payload.storage_sections_key_extension),
+        (payload.storage_low_quality_sections_key_prefix, "jpg"),
+    ):
+        extra = section_key(prefix, payload.visible_frames, ext)
+        if isinstance(_head(storage, extra), ObjectInfo):
+            report.add(
+                extra,
+                f"unexpected: sections go past visible_frames={payload.visible_frames}; the"
+                " payload and the sections come from different extractions",
+            )
+    for quality in ("high", "low"):
+        rendition = getattr(payload.hls_segments, f"{quality}_quality")
+        if not segment_keys(rendition.index):
+            report.add(f"hls_segments.{quality}_quality.index", "invalid: names no segment")
+    if payload.storage_audio_peaks_key:
+        _check_gzip(storage, payload.storage_audio_peaks_key, report)
+
+
+def _check_manifest(payload: VideoPayload, storage: ReadableStorage, report: Report) -> None:
+    key = payload.storage_frames_manifest_key
+    data = _read_for_check(storage, key, report)
+    if data is None:
+        return
+    lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
+    fields = [line.split(":") for line in lines]
+    if len(lines) != payload.total_frames:
+        report.add(
+            key, f"invalid: {len(lines)} lines, expected total_frames={payload.total_frames}"
+        )
+    elif any(len(parts) != 4 for parts in fields):
+        report.add(key, "invalid: lines must read FRAME_IN_SEGMENT:SEGMENT:VISIBLE:TIMESTAMP")
+    else:
+        visible = sum(parts[2].strip() not in ("0", "false", "False") for parts in fields)
+        if visible != payload.visible_frames:
+            report.add(key, f"invalid: {visible} visible lines, expected {payload.visible_frames}")
+
+
+def _check_gzip(storage: ReadableStorage, key: str, report: Report) -> None:
+    data = _read_for_check(storage, key, report)
+    if data is None:
+        return
+    try:
+        gzip.decompress(data)
+    except (OSError, EOFError) as exc:
+        report.add(key, f"invalid: not gzip data ({exc})")
+
+
+def _check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report) -> None:
+    key = payload.storage_dzi_key
+    data = _read_for_check(storage, key, report)
+    slot = SlotLayout.containing(key)
+    if data is None or slot is None:
+        return
+    try:
+        levels = dzi_level_tiles(data)
+    except (ET.ParseError, KeyError, ValueError) as exc:
+        report.add(key, f"invalid: not a Deep Zoom descriptor ({exc})")
+        return
+    tiles = [
+        slot.key(Rel.tile(level, col, row))
+        for level, (cols, rows) in enumerate(levels)
+        for row in range(rows)
+        for col in range(cols)
+    ]
+    if len(tiles) != payload.tile_count:
+        report.add(key, f"invalid: describes {len(tiles)} tiles, payload says {payload.tile_count}")
+    _check_objects(storage, tiles, report)
+
+
+def dzi_level_tiles(dzi: bytes) -> list[tuple[int, int]]:
+    """Columns and rows of each Deep Zoom level, smallest first, as OpenSlide's generator makes
+    them: halve (rounding up) down to 1x1, then count tiles of TileSize."""
+    root = ET.fromstring(dzi)
+    size = next(el for el in root.iter() if el.tag.endswith("Size"))
+    tile = int(root.attrib["TileSize"])
+    width, height = int(size.attrib["Width"]), int(size.attrib["Height"])
+    dims = [(width, height)]
+    while width > 1 or height > 1:
+        width, height = max(1, math.ceil(width / 2)), max(1, math.ceil(height / 2))
+        dims.append((width, height))
+    return [(math.ceil(w / tile), math.ceil(h / tile)) for w, h in reversed(dims)]
+
+
+def _check_source_size(
+    payload: ImagePayload | SlidePayload, info: ObjectInfo | None, report: Report
+) -> None:
+    if info is not None and info.size != payload.size_bytes:
+        report.add(
+            payload.storage_key,
+            f"changed: {info.size} bytes, the payload says {payload.size_bytes};"
+            " the source was replaced after extraction, extract it again",
+        )
+
+
+def _result(item: Item, type_: str, payload: Payload | None, report: Report) -> ItemResult:
+    dumped = payload.model_dump(mode="json", exclude_none=True) if payload else None
+    if not report.problems:
+        log.info("item %s (%s): %d assets verified", item.item_id, item.key, len(report.checked))
+        return ItemResult(
+            item_id=item.item_id,
+            slot=item.slot,
+            integration=item.integration,
+            key=item.key,
+            type=type_,
+            status=Status.OK,
+            payload=dumped,
+            assets=report.checked,
+        )
+    shown = "; ".join(f"{p.key}: {p.problem}" for p in report.problems[:5])
+    more = len(report.problems) - 5
+    message = f"{len(report.problems)} assets missing or invalid: {shown}" + (
+        f"; and {more} more" if more > 0 else ""
+    )
+    log.warning("item %s (%s): %s", item.item_id, item.key, message)
+    return ItemResult(
+        item_id=item.item_id,
+        slot=item.slot,
+        integration=item.integration,
+        key=item.key,
+        type=type_,
+        status=Status.MISSING_ASSETS,
+        message=message,
+        payload=dumped,
+        assets=[p.key for p in report.problems],
+        problems=report.problems,
+    )
