@@ -64,7 +64,8 @@ class ItemTask(Task):
         item = Item.model_validate(raw)
         delivery = f"{self.request.id}:{self.request.retries}"
         count = self.counter().incr(delivery)
-        result = self._poison(item, count) or self._process(item)
+        poisoned = self._poison(item, count)
+        result = poisoned if poisoned is not None else self._process(item)
         self.counter().clear(delivery)
         return result.model_dump(mode="json")
 

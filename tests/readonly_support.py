@@ -32,13 +32,14 @@ class Sources:
 def build_sources(root: Path, scratch: Path, under: str = "") -> Sources:
     """Sample media under `root/<under>`: three images, a 36-frame clip with audio, a MIRAX
     slide and a tiled TIFF. `under` is the Azure container (keys start with it)."""
+    from fixtures.images import generate_images
     from fixtures.slides import generate_slides
     from fixtures.videos import CLIPS, write_clip
 
     base = root / under if under else root
     keys: dict[str, str] = {}
-    images = {}
-    for name in ():
+    images = generate_images(scratch / "images")
+    for name in IMAGE_NAMES:
         keys[name] = _place(images[name], base / "images" / images[name].name, root)
     write_clip(base / "videos" / "clip.mp4", CLIPS["h264_aac_mp4"])
     keys["video"] = (base / "videos" / "clip.mp4").relative_to(root).as_posix()

@@ -23,7 +23,7 @@ from recording_proxy import RecordingProxy, recording_proxy
 from worker.config import Settings, settings_from_dict
 from worker.items import Item
 from worker.pipeline import process_item
-from worker.storage import open_storage
+from worker.storage import open_storage, open_writable
 from worker.storage.base import ReadOnlyView
 
 UNEXTRACTED = "slides/uploaded-later.tiff"
@@ -82,14 +82,15 @@ def bucket(
     base = tmp_path_factory.mktemp(f"readonly-{kind}")
     container = integration.azure_container if kind == "azure" else ""
     sources = build_sources(base / "bucket", base / "scratch", under=container)
-    (base / "bucket" / _key(container, UNEXTRACTED)).write_bytes(
-        (base / "bucket" / sources.keys["tiff"]).read_bytes()
-    )
     dest = base / "out"
     code, _ = cli(
         "preextract", str(sources.root), "--out", str(dest), "--prefix", integration.prefix
     )
     assert code == 0
+    # A source the customer uploads after pre-extracting: the bucket has it, the layout not.
+    (base / "bucket" / _key(container, UNEXTRACTED)).write_bytes(
+        (base / "bucket" / sources.keys["tiff"]).read_bytes()
+    )
     client = _upload(kind, request, integration.bucket if kind == "s3" else "", sources.root, dest)
     upstream = request.getfixturevalue("moto_endpoint") if kind == "s3" else None
     if kind == "azure":
@@ -202,3 +203,27 @@ def test_verify_names_exactly_the_damaged_keys(bucket: Bucket) -> None:
     assert code == 1
     assert problem_keys(results) == {low_section, thumbnail, segment}
     _assert_only_reads(bucket.proxy)
+
+
+def test_preextract_reads_straight_from_the_bucket(bucket: Bucket, tmp_path: Path) -> None:
+    """SOURCE may be the integration itself (`NAME:KEY_PREFIX`): read-only access is enough."""
+    bucket.proxy.clear()
+    out = tmp_path / "out"
+    source = "ro:" + bucket.key("slides/")
+    code, results = cli("preextract", source, "--out", str(out), "--config", str(bucket.config))
+    assert code == 0, results
+    expected = {bucket.sources.keys["mirax"], bucket.sources.keys["tiff"], bucket.key(UNEXTRACTED)}
+    assert {r["key"] for r in results} == expected
+    for payload in read_registration(out / "registration.jsonl").values():
+        assert (out / payload["storage_thumbnail_key"]).stat().st_size > 0
+    assert bucket.proxy.writes() == []
+
+
+def test_the_proxy_would_see_a_write(bucket: Bucket) -> None:
+    """The zero-write assertions mean something: a write through the same proxy is recorded."""
+    storage = open_writable(bucket.settings.integration("ro"), bucket.settings)
+    bucket.proxy.clear()
+    probe = bucket.key("probe/written.txt")
+    storage.write(probe, b"probe")
+    storage.delete(probe)
+    assert [r.method for r in bucket.proxy.writes()] == ["PUT", "DELETE"]

@@ -129,7 +129,14 @@ def _server_broker(settings: Settings) -> dict[str, Any]:
     url = str(settings.broker.url)
     options: dict[str, Any] = {}
     if is_redis(url):
-        options["visibility_timeout"] = visibility_timeout(settings)
+        seconds = visibility_timeout(settings)
+        # Sweep for expired unacknowledged messages a few times per timeout, not kombu's
+        # default of every ~100 s, so a dead worker's item comes back soon after it expires.
+        options.update(
+            visibility_timeout=seconds,
+            unacked_restore_interval=max(1, min(60, seconds // 4)),
+            unacked_restore_throttle=1,
+        )
     return {"broker_url": url, "broker_transport_options": options}
 
 

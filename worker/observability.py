@@ -373,3 +373,19 @@ def _observe_wait(task: Any = None, **_: Any) -> None:
         stamp = (getattr(request, "headers", None) or {}).get(ENQUEUED_AT_HEADER)
     info = getattr(request, "delivery_info", None) or {}
     observe_queue_wait(str(info.get("routing_key") or "default"), stamp)
+
+
+def enable_for_worker(app: Any, metrics_port: int | None) -> None:
+    """One call from the Celery app: task events on (Flower), the queue-wait hooks, and the
+    metrics server started once in the worker's main process when `metrics_port` is set."""
+    from celery import signals
+
+    app.conf.update(CELERY_EVENT_SETTINGS)
+    install_celery_hooks()
+    if metrics_port is None:
+        return
+
+    def _serve(**_: Any) -> None:
+        start_metrics_server(metrics_port)
+
+    signals.worker_init.connect(_serve, weak=False, dispatch_uid="mw-metrics")

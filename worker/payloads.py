@@ -43,10 +43,11 @@ class SlidePayload(_Payload):
     size_bytes: int
     slide: Literal[True] = True
     level_count: int
-    microns_per_pixel_x: float | None
-    microns_per_pixel_y: float | None
-    objective_power: float | None
-    vendor: str | None
+    # Defaults, so payloads written without their null fields (exclude_none) parse back.
+    microns_per_pixel_x: float | None = None
+    microns_per_pixel_y: float | None = None
+    objective_power: float | None = None
+    vendor: str | None = None
     storage_dzi_key: str
     dzi_levels: int
     tile_count: int

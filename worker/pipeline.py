@@ -159,7 +159,9 @@ def _process(
         warnings=result.warnings,
     )
     storage.write(
-        layout.metadata_key, metadata.model_dump_json(indent=2, exclude_none=True).encode(), "application/json"
+        layout.metadata_key,
+        metadata.model_dump_json(indent=2, exclude_none=True).encode(),
+        "application/json",
     )
     log.info(
         "item %s (%s) done as %s: %d assets, timings %s",

@@ -99,6 +99,15 @@ def s3_bucket_policy(request: PolicyRequest) -> dict[str, Any]:
         )
     if request.mirax:
         statements.append(_list_statement(bucket, principal, request.source_prefixes))
+    statements.append(
+        {
+            "Sid": "MediaworkerCheckCors",
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": ["s3:GetBucketCORS"],
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+        }
+    )
     return {"Version": "2012-10-17", "Statement": statements}
 
 
@@ -172,6 +181,10 @@ def _s3_explanations(request: PolicyRequest) -> list[str]:
             " data folder of each MIRAX slide (NAME.mrxs + NAME/); s3:prefix limits it to the"
             " item folders."
         )
+    lines.append(
+        "MediaworkerCheckCors: s3:GetBucketCORS, read only by `mediaworker check` to report the"
+        " CORS rules; processing never calls it, so it may be left out."
+    )
     if not request.principal:
         lines.append(f"Replace {PLACEHOLDER_PRINCIPAL} with the ARN the workers run as.")
     methods = "GET and HEAD" if integ.readonly else "GET, HEAD and PUT"

@@ -18,7 +18,8 @@ import logging
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from pydantic import ValidationError
 
 from worker import PIPELINE_VERSION
 from worker.config import Integration, Provider, Settings
-from worker.errors import ConfigError, NotFound
+from worker.errors import ConfigError, MediaWorkerError, Reason
 from worker.fetch import MIRAX_SUFFIX, mirax_prefix
 from worker.items import Item
 from worker.layout import SlotLayout, normalize_prefix, registration_key
@@ -184,8 +185,8 @@ def _completed(plan: Plan, item: Item, dest: Storage, source: ReadableStorage) -
     try:
         metadata = Metadata.model_validate_json(dest.read_bytes(layout.metadata_key))
         info = source.head(item.key)
-    except (NotFound, ValidationError):
-        return None
+    except (MediaWorkerError, ValidationError):
+        return None  # not done (or unreadable): extracting again reports any real fault
     same = (
         metadata.pipeline_version == PIPELINE_VERSION
         and metadata.source.size == info.size
@@ -237,10 +238,25 @@ def run(
     with ProcessPoolExecutor(min(jobs, len(items)), mp_context=context) as pool:
         futures = {pool.submit(extract_one, plan, item): item for item in items}
         for future in as_completed(futures):
-            result = future.result()
+            result = _outcome(future, futures[future])
             by_key[futures[future].key] = result
             on_result(result)
     return [by_key[item.key] for item in items]
+
+
+def _outcome(future: Future[ItemResult], item: Item) -> ItemResult:
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        # A decoder crash or the out-of-memory killer took a process; which item did it is not
+        # known, so every unfinished one fails and a re-run (which skips done items) retries.
+        return ItemResult.failure(
+            item,
+            Reason.POISON,
+            f"{item.key}: the extraction process died while this item was running or queued"
+            " (out of memory, or a decoder crash); run preextract again, with --jobs 1 to find"
+            " the item that kills it",
+        )
 
 
 def write_registration(plan: Plan, results: list[ItemResult]) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import urllib.error
 import urllib.request
@@ -86,9 +87,16 @@ def error_code(exc: BaseException) -> str:
             return str(response["Error"]["Code"])
         code = getattr(seen, "error_code", None)
         if code:
-            return str(code)
+            return str(getattr(code, "value", code))
         seen = seen.__cause__ or seen.__context__
     return ""
+
+
+def _azure_shared_key() -> bool:
+    """Whether the worker signs Azure requests with the account key (the chain's first two)."""
+    return bool(
+        os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or os.environ.get("AZURE_STORAGE_KEY")
+    )
 
 
 class _Fixes:
@@ -112,7 +120,8 @@ class _Fixes:
 
     def denied(self, exc: BaseException, action: str, resource: str, role: str) -> str:
         code = error_code(exc)
-        if code in _BAD_CREDENTIALS:
+        if code in _BAD_CREDENTIALS or (self.azure and _azure_shared_key() and code != ""):
+            # With an account key, roles play no part: a refusal means the key is wrong.
             return self.credentials(code)
         policy = f"`mediaworker policy {self.integ.name}` prints it"
         if self.azure:
@@ -140,7 +149,7 @@ def run_checks(
     storage = open_storage(integration, settings)
     fixes = _Fixes(integration)
     lines: list[CheckLine] = []
-    listed_line, listed_key = _check_list(storage, integration, fixes)
+    listed_line, listed_key = _check_list(storage, integration, fixes, key)
     sample = key or listed_key
     lines.append(_check_read(storage, sample, fixes))
     lines.append(_check_write(integration, settings, fixes))
@@ -151,9 +160,14 @@ def run_checks(
 
 
 def _check_list(
-    storage: ReadableStorage, integ: Integration, fixes: _Fixes
+    storage: ReadableStorage, integ: Integration, fixes: _Fixes, key: str | None
 ) -> tuple[CheckLine, str | None]:
-    where = integ.azure_container + "/" if integ.provider == Provider.AZURE else ""
+    # The sample's own folder, as a MIRAX slide's folder is listed; else the bucket's root.
+    folder = posixpath.dirname(key) if key else ""
+    if folder:
+        where = folder + "/"
+    else:
+        where = integ.azure_container + "/" if integ.provider == Provider.AZURE else ""
     try:
         sample = None
         for info in storage.list(where):
@@ -188,8 +202,9 @@ def _check_read(storage: ReadableStorage, key: str | None, fixes: _Fixes) -> Che
             "read", Outcome.SKIPPED, "no sample key (listing gave none)", "pass --key KEY"
         )
     try:
-        info = storage.head(key)
+        # GET first: a refused HEAD has no body, so it cannot say which error it was.
         storage.read_range(key, 0, 1024)
+        info = storage.head(key)
     except NotFound:
         return CheckLine("read", Outcome.FAILED, f"{key} does not exist", "pass --key with an item")
     except PermissionDenied as exc:

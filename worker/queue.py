@@ -124,12 +124,12 @@ def enqueue(
     return [sent.task_id for sent in send_items(items, settings, app)]
 
 
-_producer_apps: dict[int, MediaWorkerApp] = {}
+_producer_apps: dict[str, MediaWorkerApp] = {}
 
 
 def producer_app(settings: Settings) -> MediaWorkerApp:
-    """One producer app per settings object, so connections are pooled across calls."""
-    key = id(settings)
+    """One producer app per broker configuration, so connections are pooled across calls."""
+    key = settings.broker.model_dump_json() + settings.limits.model_dump_json()
     if key not in _producer_apps:
         _producer_apps[key] = make_app(settings)
     return _producer_apps[key]

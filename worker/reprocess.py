@@ -37,6 +37,9 @@ ProgressFn = Callable[["ReprocessSummary"], None]
 DEFAULT_BATCH = 500
 MARKER_WINDOW = 32
 """Marker reads in flight at once: enough to hide request latency, bounded for memory."""
+MAX_INDEXED_ITEMS = 200_000
+"""Item folders remembered to skip marker reads for never-processed keys (about 20 MB); a
+prefix holding more falls back to one marker read per key."""
 
 EXTENSIONS: dict[str, ItemType] = {
     **dict.fromkeys(
@@ -133,9 +136,36 @@ def _passes(info: ObjectInfo, item_type: ItemType, options: ReprocessOptions) ->
     return True
 
 
-def is_up_to_date(storage: ReadableStorage, prefix: str, info: ObjectInfo) -> bool:
+def item_folder_index(storage: ReadableStorage, prefix: str) -> set[str] | None:
+    """The item ids that have a folder under `prefix`, from a delimited listing (one entry per
+    item, however many renditions it has), so keys never processed cost no request at all.
+    None when the backend cannot list folders cheaply or there are too many to hold."""
+    inner = getattr(storage, "_inner", storage)
+    from worker.storage.s3 import S3Storage
+
+    if not isinstance(inner, S3Storage):
+        return None
+    folders: set[str] = set()
+    pages = inner.client.get_paginator("list_objects_v2").paginate(
+        Bucket=inner.bucket, Prefix=f"{prefix}/", Delimiter="/"
+    )
+    for page in pages:
+        for entry in page.get("CommonPrefixes", []):
+            folders.add(entry["Prefix"][len(prefix) + 1 :].rstrip("/"))
+        if len(folders) > MAX_INDEXED_ITEMS:
+            log.info("more than %d item folders: reading each marker instead", MAX_INDEXED_ITEMS)
+            return None
+    return folders
+
+
+def is_up_to_date(
+    storage: ReadableStorage, prefix: str, info: ObjectInfo, folders: set[str] | None = None
+) -> bool:
     """Whether the key's commit marker names this very source (ETag) and pipeline version."""
-    marker = SlotLayout(prefix, default_item_id(info.key)).metadata_key
+    item_id = default_item_id(info.key)
+    if folders is not None and item_id not in folders:
+        return False
+    marker = SlotLayout(prefix, item_id).metadata_key
     try:
         metadata = Metadata.model_validate_json(storage.read_bytes(marker))
     except NotFound:
@@ -203,10 +233,11 @@ def reprocess(
             take(info, item_type)
             _tick(progress, summary)
     else:
+        folders = _folder_index(storage, integration.prefix)
         with ThreadPoolExecutor(8, thread_name_prefix="reprocess") as pool:
 
             def check(info: ObjectInfo) -> bool:
-                return is_up_to_date(storage, integration.prefix, info)
+                return is_up_to_date(storage, integration.prefix, info, folders)
 
             for info, item_type, done in _windowed(pool, candidates, check, MARKER_WINDOW):
                 if done:
@@ -217,6 +248,14 @@ def reprocess(
     flush()
     log.info("reprocess %s: %s", integration.name, summary.as_dict())
     return summary
+
+
+def _folder_index(storage: ReadableStorage, prefix: str) -> set[str] | None:
+    try:
+        return item_folder_index(storage, prefix)
+    except Exception as exc:  # an optimisation only: without it every marker is read
+        log.info("could not list item folders under %s/ (%s); reading each marker", prefix, exc)
+        return None
 
 
 def _candidates(

@@ -61,9 +61,12 @@ class Report:
 
     checked: list[str] = field(default_factory=list)
     problems: list[AssetProblem] = field(default_factory=list)
+    bad: set[str] = field(default_factory=set)
+    """Keys already reported: each is named once, with the first thing found wrong."""
 
     def add(self, key: str, problem: str) -> None:
-        if all(p.key != key for p in self.problems):
+        if key not in self.bad:
+            self.bad.add(key)
             self.problems.append(AssetProblem(key=key, problem=problem))
 
 
@@ -148,7 +151,13 @@ def _payload_from_metadata(
     try:
         return Metadata.model_validate_json(data).payload
     except ValidationError as exc:
-        report.add(key, f"invalid: not a mediaworker commit marker ({exc.error_count()} errors)")
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the document"
+        report.add(
+            key,
+            f"invalid: not a mediaworker commit marker ({where}: {first['msg']});"
+            " extract the item again",
+        )
         return None
 
 
@@ -217,7 +226,7 @@ def _read_small(storage: ReadableStorage, key: str) -> bytes:
 
 def _read_for_check(storage: ReadableStorage, key: str, report: Report) -> bytes | None:
     """The object's bytes, or None when it is already reported (missing, empty, unreadable)."""
-    if any(p.key == key for p in report.problems):
+    if key in report.bad:
         return None
     try:
         return _read_small(storage, key)

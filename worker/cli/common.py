@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from rich.table import Table
 
 from worker.config import Settings, load_settings
 from worker.errors import ConfigError
+from worker.observability import setup_logging
 from worker.payloads import ItemResult, Status
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_CONFIG = 0, 1, 2
@@ -38,15 +40,14 @@ def common_options(func: F) -> F:
     return click.option("-v", "--verbose", is_flag=True, help="Log progress details.")(func)
 
 
-def setup(config_file: str | None, verbose: bool = False) -> Settings:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # SDK request logs can carry signed URLs and headers: they stay quiet whatever the level.
-    for noisy in ("botocore", "boto3", "s3transfer", "azure", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def setup(
+    config_file: str | None, verbose: bool = False, json_logs: bool | None = None
+) -> Settings:
+    """Logging first (scrubbed of secrets; JSON lines when `$MEDIAWORKER_LOG_JSON=1` or for
+    long-running commands), then the settings."""
+    if json_logs is None:
+        json_logs = os.environ.get("MEDIAWORKER_LOG_JSON", "") in ("1", "true", "yes")
+    setup_logging(json_lines=json_logs, level=logging.INFO if verbose else logging.WARNING)
     return load_settings(config_file)
 
 

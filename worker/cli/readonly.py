@@ -67,7 +67,7 @@ def verify_command(
     """Check the pre-extracted assets of KEYs (or of the payloads in --from-file) in
     INTEGRATION, writing nothing. Exit 1 when any asset is missing or invalid."""
     if bool(keys) == bool(from_file):
-        raise click.UsageError("give either KEYs or --from-file payloads.jsonl (not both)")
+        raise click.UsageError("give KEYs or --from-file payloads.jsonl (exactly one of the two)")
     settings = setup(config_file, verbose)
     target = settings.integration(integration)
     # Opened read-only whatever the integration's flag: verifying never writes.
@@ -134,7 +134,7 @@ def _job_from_line(data: dict[str, Any], integration: str) -> Job:
 def _print_problems(results: list[ItemResult]) -> None:
     for result in results:
         for problem in result.problems:
-            stderr.print(f"[red]{result.key}[/]: {problem.key}: {problem.problem}")
+            stderr.print(f"[red]{result.key}[/]: {problem.key}: {problem.problem}", soft_wrap=True)
 
 
 @click.command("preextract")

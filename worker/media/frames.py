@@ -20,6 +20,7 @@ from fractions import Fraction
 
 import av
 from av.video.frame import VideoFrame
+from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from worker.layout import Quality, Rel
@@ -98,6 +99,26 @@ def build_manifest(
     return "\n".join(lines) + ("\n" if lines else ""), warnings
 
 
+_reformatters = threading.local()
+
+
+def reformat(frame: VideoFrame, **kwargs: object) -> VideoFrame:
+    """`frame.reformat` made safe for frames shared between threads.
+
+    `VideoFrame.reformat` caches one swscale context on the frame, and two threads converting
+    the same frame at once corrupt it; each thread here has its own. `threads=1` because
+    swscale's slice threads can deadlock against the GIL when FFmpeg logs from them (PyAV 18),
+    and the worker's own threads are the parallelism."""
+    converter = getattr(_reformatters, "converter", None)
+    if converter is None:
+        converter = _reformatters.converter = VideoReformatter()
+    return converter.reformat(frame, threads=1, **kwargs)
+
+
+def to_rgb(frame: VideoFrame) -> VideoFrame:
+    return reformat(frame, format="rgb24")
+
+
 def thumbnail_jpeg(image: Image.Image) -> bytes:
     image = image.convert("RGB")
     image.thumbnail(THUMBNAIL_BOX, Image.Resampling.LANCZOS)
@@ -117,7 +138,7 @@ class ThumbnailPicker:
 
     def offer(self, n: int, frame: VideoFrame) -> None:
         if self.expected_total > 0 and abs(n - self.expected_total // 2) <= self.radius:
-            self.kept[n] = thumbnail_jpeg(frame.to_image())
+            self.kept[n] = thumbnail_jpeg(to_rgb(frame).to_image())
 
     def pick(self, total: int) -> bytes | None:
         return self.kept.get(total // 2)
@@ -171,7 +192,7 @@ class SectionWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def _encode(self, index: int, frame: VideoFrame) -> None:
-        rgb = frame.reformat(format="rgb24")
+        rgb = to_rgb(frame)
         if self._high_ext == "png":
             high = self._png(rgb)
         else:

@@ -1,15 +1,16 @@
 """One HLS rendition of SPEC 4.2, encoded on its own thread from frames the decoder hands over.
 
 Each rendition owns an x264 encoder (CRF, GOP 15, no scene-cut keyframes so 2 s segments cut on
-the GOP grid) and FFmpeg's `hls` muxer writing into a scratch folder. As soon as the muxer opens
-segment k+1, segment k is complete: its video frames are counted from the file itself (the
-manifest relies on what was written, not on arithmetic) and it goes to the sink, which deletes
-the local copy once uploaded. The index is handed over last, with segment lines as written
-(`000000000.ts`); `worker.payloads` rewrites them to storage keys.
+the GOP grid) and FFmpeg's `hls` muxer writing into a scratch folder. Once segment k is
+complete, its video frames are counted from the file itself (the manifest relies on what was
+written, not on arithmetic) and it goes to the sink, which deletes the local copy once
+uploaded. The index is handed over last, with segment lines as written (`000000000.ts`);
+`worker.payloads` rewrites them to storage keys.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -23,6 +24,7 @@ from av.video.frame import VideoFrame
 
 from worker.layout import Quality, Rel
 from worker.media import HlsRendition, Sink
+from worker.media.frames import reformat
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +77,71 @@ def hls_options(folder: Path) -> dict[str, str]:
 
 
 def count_video_frames(segment: Path) -> int:
-    """Video packets in a finished MPEG-TS segment: one per frame for H.264 from x264."""
-    with av.open(str(segment)) as container:
-        if not container.streams.video:
-            return 0
-        stream = container.streams.video[0]
-        return sum(1 for packet in container.demux(stream) if packet.size)
+    """Video frames in a finished MPEG-TS segment: the H.264 PES packets, one per frame, read
+    from the transport stream itself (FFmpeg's probing cannot open a segment of a few packets).
+    """
+    data = segment.read_bytes()
+    packets = [data[at : at + TS_PACKET] for at in range(0, len(data) - TS_PACKET + 1, TS_PACKET)]
+    video_pids = _h264_pids(packets)
+    count = 0
+    for packet in packets:
+        if packet[0] == 0x47 and packet[1] & 0x40 and _pid(packet) in video_pids:
+            count += 1
+    return count
+
+
+TS_PACKET = 188
+_H264_STREAM_TYPE = 0x1B
+
+
+def _pid(packet: bytes) -> int:
+    return ((packet[1] & 0x1F) << 8) | packet[2]
+
+
+def _section(packet: bytes) -> bytes:
+    """The PSI section starting in this packet (after any adaptation field and the pointer)."""
+    at = 4
+    if packet[3] & 0x20:
+        at += 1 + packet[4]
+    at += 1 + packet[at]
+    return packet[at:]
+
+
+def _h264_pids(packets: list[bytes]) -> set[int]:
+    pmt_pids: set[int] = set()
+    video: set[int] = set()
+    for packet in packets:
+        if packet[0] != 0x47 or not packet[1] & 0x40:
+            continue
+        pid = _pid(packet)
+        if pid == 0:
+            pmt_pids |= _pat_programs(_section(packet))
+        elif pid in pmt_pids:
+            video |= _pmt_streams(_section(packet), _H264_STREAM_TYPE)
+    return video
+
+
+def _pat_programs(section: bytes) -> set[int]:
+    length = ((section[1] & 0x0F) << 8) | section[2]
+    entries = section[8 : 3 + length - 4]
+    return {
+        ((entries[i + 2] & 0x1F) << 8) | entries[i + 3]
+        for i in range(0, len(entries) - 3, 4)
+        if entries[i] or entries[i + 1]  # program 0 is the network PID, not a PMT
+    }
+
+
+def _pmt_streams(section: bytes, stream_type: int) -> set[int]:
+    length = ((section[1] & 0x0F) << 8) | section[2]
+    end = 3 + length - 4
+    at = 12 + (((section[10] & 0x0F) << 8) | section[11])
+    found: set[int] = set()
+    while at + 5 <= end:
+        kind, pid = section[at], ((section[at + 1] & 0x1F) << 8) | section[at + 2]
+        if kind == stream_type:
+            found.add(pid)
+        at += 5 + (((section[at + 3] & 0x0F) << 8) | section[at + 4])
+    return found
 
 
 class HlsWriter:
@@ -92,7 +153,7 @@ class HlsWriter:
         folder: Path,
         sink: Sink,
         audio: AudioSpec | None = None,
-        queue_size: int = 16,
+        queue_size: int = 8,
     ) -> None:
         self.spec = spec
         self._folder = folder
@@ -109,9 +170,7 @@ class HlsWriter:
         )
         self._video = self._add_video()
         self._audio = self._add_audio(audio) if audio else None
-        self._thread = threading.Thread(
-            target=self._run, name=f"hls-{spec.quality}", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name=f"hls-{spec.quality}", daemon=True)
         self._thread.start()
 
     def _add_video(self) -> av.VideoStream:
@@ -174,14 +233,10 @@ class HlsWriter:
         """Stop the thread after a failure elsewhere; outputs are left incomplete."""
         self._error = self._error or RuntimeError("aborted")
         while self._thread.is_alive():
-            try:
+            with contextlib.suppress(queue.Empty):
                 self._queue.get(timeout=0.1)
-            except queue.Empty:
-                pass
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(_STOP)
-            except queue.Full:
-                pass
             self._thread.join(timeout=0.1)
 
     def _run(self) -> None:
@@ -211,7 +266,9 @@ class HlsWriter:
             self._mux(self._audio.encode(None))
         self._container.close()
         self._publish_finished(final=True)
-        self._index_text = (self._folder / INDEX_NAME).read_text()
+        index = self._folder / INDEX_NAME
+        self._index_text = index.read_text()
+        index.unlink()
         log.debug("HLS %s: %d segments", spec.quality, len(self._counts))
 
     def _fit(self, frame: VideoFrame) -> VideoFrame:
@@ -220,15 +277,19 @@ class HlsWriter:
             frame.format.name == "yuv420p"
         ):
             return frame
-        return frame.reformat(spec.width, spec.height, "yuv420p", interpolation="BICUBIC")
+        return reformat(
+            frame, width=spec.width, height=spec.height, format="yuv420p", interpolation="BICUBIC"
+        )
 
     def _mux(self, packets: list[av.Packet]) -> None:
         if packets:
             self._container.mux(packets)
-            self._publish_finished(final=False)
+            self._publish_finished()
 
-    def _publish_finished(self, final: bool) -> None:
-        """Hand over every segment the muxer has closed (all of them once it is closed)."""
+    def _publish_finished(self, final: bool = False) -> None:
+        """Hand over every segment the muxer has finished: all of them once it is closed,
+        else those followed by a newer one (FFmpeg's hls muxer creates a segment's file when
+        the segment ends; waiting for the next one also holds if a version wrote earlier)."""
         while True:
             index = len(self._counts)
             current = self._folder / Rel.segment_name(index)

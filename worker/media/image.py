@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 import pillow_heif
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from worker.errors import CorruptMedia, NotFound, TooLarge, UnsupportedFormat
 from worker.layout import Rel
@@ -53,16 +53,9 @@ _FORMAT_NAMES = "JPEG, PNG, GIF, WebP, BMP, TIFF, HEIC and AVIF"
 _DCT_SCALED = frozenset({"JPEG", "MPO"})
 # Pillow's decoders report damaged data with any of these, depending on the format.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError)
-_ORIENTATION_OPS = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_EXIF_ORIENTATION = 0x0112
+_T = Image.Transpose
+_ORIENTATION_OPS = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM}
+_ORIENTATION_OPS |= {5: _T.TRANSPOSE, 6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
 _WHITE = 255
 
 
@@ -112,14 +105,12 @@ def process_image(
             )
         image, source = _open(fp, name, limits)
         warnings_: list[str] = []
+        total = 1 if source.display_reason is None else 2
+        progress("image", 0, total)
         if source.display_reason is None:
-            total = 1
-            progress("image", 0, total)
-            _write_thumbnail_only(image, source, sink, warnings_)
             display_rel = None
+            _write_thumbnail_only(image, source, sink, warnings_)
         else:
-            total = 2
-            progress("image", 0, total)
             display_rel = _write_with_display(image, source, sink, warnings_, work_dir)
     progress("image", total, total)
     width, height = source.displayed_size
@@ -199,7 +190,7 @@ def _orientation(image: Image.Image) -> int:
     and reports 1; Pillow's AVIF reader reports the container's rotation here, for us."""
     if image.format == "TIFF":
         return 1
-    value = image.getexif().get(_EXIF_ORIENTATION, 1)
+    value = image.getexif().get(ExifTags.Base.Orientation, 1)
     return value if value in _ORIENTATION_OPS else 1
 
 
@@ -312,77 +303,61 @@ def _to_base_mode(image: Image.Image) -> Image.Image:
 
 
 def _gray_to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and 32-bit grayscale to 8 bits. 16-bit keeps its range (v >> 8, within one level
-    of v / 257); other integer or float data is stretched from its own minimum to maximum."""
+    """16-bit grayscale keeps its range (v >> 8, within a level of v / 257); other integer or
+    float data is stretched from its own minimum to maximum."""
     import numpy as np  # only high-bit-depth sources pay for importing numpy
 
     values = np.asarray(image)
-    if image.mode.startswith("I;16") or (values.min() >= 0 and values.max() <= 65535):
-        if values.max() <= 255 and not image.mode.startswith("I;16"):
-            return Image.fromarray(values.astype(np.uint8))
-        return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8))
     low, high = float(values.min()), float(values.max())
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and high <= 65535):
+        shift = 0 if high <= 255 and image.mode == "I" else 8
+        return Image.fromarray((values >> shift).astype(np.uint8))
     if image.mode == "F" and low >= 0 and high <= 1:
         low, high = 0.0, 1.0
-    span = (high - low) or 1.0
-    scaled = (values.astype(np.float32) - low) * (255.0 / span)
+    scaled = (values.astype(np.float32) - low) * (255.0 / ((high - low) or 1.0))
     return Image.fromarray(np.clip(scaled + 0.5, 0, 255).astype(np.uint8))
 
 
 def _resize(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     if image.size == size:
         return image
-    # reducing_gap: a box reduce first, then Lanczos over the last factor of 3 (Pillow's
+    # reducing_gap: a box reduce first, then Lanczos over the last factor of 2 (Pillow's
     # thumbnail trick): the cost no longer grows with the source size.
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=2.0)
 
 
 def _to_srgb(image: Image.Image, source: _Source, warnings_: list[str]) -> Image.Image:
     """Convert through the embedded ICC profile to sRGB; CMYK without a profile uses Pillow's
-    (1 - C)(1 - K) formula. A broken or mismatched profile is ignored, with a warning."""
-    icc = source.icc
-    profile = _profile(icc, image.mode, source.name, warnings_) if icc else None
-    if icc is None or profile is None:
-        return image.convert("RGB") if image.mode == "CMYK" else image
-    if ImageCms.getProfileDescription(profile).strip().startswith("sRGB"):
-        return image.convert("RGB") if image.mode == "CMYK" else image
-    out_mode = "RGB" if image.mode == "CMYK" else image.mode
+    (1 - C)(1 - K) formula. An unreadable profile is ignored, with a warning."""
     try:
-        transform = _transform(icc, image.mode, out_mode)
-        if out_mode == image.mode:
-            ImageCms.applyTransform(image, transform, inPlace=True)
+        transform = _transform(source.icc, image.mode) if source.icc else None
+        if transform is not None and image.mode != "CMYK":
+            ImageCms.applyTransform(image, transform, inPlace=True)  # no second full copy
             return image
-        converted = ImageCms.applyTransform(image, transform)
-    except ImageCms.PyCMSError as exc:
-        _warn(warnings_, f"{source.name}: colour profile not applied ({exc}); shown as sRGB")
-        return image.convert("RGB") if image.mode == "CMYK" else image
-    assert converted is not None
-    return converted
+        if transform is not None:
+            converted = ImageCms.applyTransform(image, transform)
+            assert converted is not None
+            return converted
+    except (ImageCms.PyCMSError, OSError) as exc:
+        _warn(warnings_, f"{source.name}: colour profile ignored ({exc}); colours shown as sRGB")
+    return image.convert("RGB") if image.mode == "CMYK" else image
 
 
 _PROFILE_SPACES = {"RGB": "RGB", "RGBA": "RGB", "CMYK": "CMYK"}
 
 
-def _profile(
-    icc: bytes, mode: str, name: str, warnings_: list[str]
-) -> ImageCms.ImageCmsProfile | None:
-    try:
-        profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    except (ImageCms.PyCMSError, OSError) as exc:
-        _warn(warnings_, f"{name}: unreadable colour profile ignored ({exc}); shown as sRGB")
-        return None
-    space = profile.profile.xcolor_space.strip()
-    if _PROFILE_SPACES.get(mode) != space:
-        # Grayscale profiles, or a profile that does not match the pixels: nothing sound to do.
-        log.debug("%s: %s colour profile on %s pixels not applied", name, space, mode)
-        return None
-    return profile
-
-
 @lru_cache(maxsize=16)
-def _transform(icc: bytes, in_mode: str, out_mode: str) -> ImageCms.ImageCmsTransform:
-    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-    return ImageCms.buildTransform(source, _srgb_profile(), in_mode, out_mode)
+def _transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """To sRGB; None when the profile is sRGB already, or is not for `mode` pixels (grayscale
+    profiles, or a mismatch: nothing sound to do). Raises PyCMSError when unreadable."""
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    if _PROFILE_SPACES.get(mode) != profile.profile.xcolor_space.strip():
+        return None
+    if ImageCms.getProfileDescription(profile).strip().startswith("sRGB"):
+        return None
+    return ImageCms.buildTransform(
+        profile, _srgb_profile(), mode, "RGB" if mode == "CMYK" else mode
+    )
 
 
 @lru_cache(maxsize=1)

@@ -16,7 +16,7 @@ import av.error
 import av.filter
 from av.video.frame import VideoFrame
 
-from worker.media.frames import thumbnail_jpeg
+from worker.media.frames import thumbnail_jpeg, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,9 @@ def thumbnail_at(path: Path, stream_index: int, pts: int) -> bytes | None:
             container.seek(pts, stream=stream, backward=True)
             for frame in container.decode(stream):
                 if frame.pts is not None and frame.pts >= pts:
-                    image = frame.to_image()
+                    image = to_rgb(frame).to_image()
                     turn = clockwise_degrees(frame)
                     return thumbnail_jpeg(image.rotate(-turn, expand=True) if turn else image)
     except av.error.FFmpegError as exc:
         log.warning("%s: seeking to the middle frame failed: %s", path.name, exc)
     return None
-

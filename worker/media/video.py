@@ -26,7 +26,7 @@ from av.audio.frame import AudioFrame
 from av.video.frame import PictureType, VideoFrame
 
 from worker.config import Limits, VideoSettings
-from worker.errors import CorruptMedia, TooLarge, UnsupportedFormat
+from worker.errors import CorruptMedia, TooLarge
 from worker.layout import Quality, Rel
 from worker.media import HlsRendition, ProgressCallback, Sink, VideoResult, no_progress
 from worker.media.audio import AacFeed, PeaksWriter
@@ -66,9 +66,11 @@ def process_video(
     the header before decoding)."""
     with open_container(path) as container:
         probe = probe_video(path, container, limits)
-        with tempfile.TemporaryDirectory(dir=work_dir, prefix="video-") as scratch:
-            run = _VideoRun(path, container, probe, sink, settings, fps, Path(scratch), progress)
-            return run.run()
+        # Segments wait here until the sink has uploaded (and deleted) them, which may be after
+        # this returns: the folder is left for the caller's work_dir cleanup.
+        scratch = Path(tempfile.mkdtemp(dir=work_dir, prefix="video-"))
+        run = _VideoRun(path, container, probe, sink, settings, fps, scratch, progress)
+        return run.run()
 
 
 @dataclass
@@ -341,4 +343,3 @@ class _VideoRun:
         out.sections.abort()
         out.high.abort()
         out.low.abort()
-
