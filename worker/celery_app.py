@@ -32,6 +32,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from worker.config import Settings, load_settings
+from worker.observability import enable_for_worker
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": names["images"],
         "task_routes": {TASK_NAMES[q]: {"queue": names[q]} for q in QUEUES},
         "task_annotations": {TASK_NAMES[q]: _limits_annotation(settings, q) for q in QUEUES},
-        "worker_hijack_root_logger": True,
+        # The worker command installs the scrubbed JSON log handler; Celery must not replace it.
+        "worker_hijack_root_logger": False,
     }
     config.update(_embedded_broker(settings) if is_embedded(settings) else _server_broker(settings))
     return config
@@ -196,6 +198,7 @@ class MediaWorkerApp(Celery):
     def on_configure(self) -> None:
         # Celery calls this once, when its configuration is first read.
         self.config_from_object(celery_config(self.settings))
+        enable_for_worker(self, self.settings.worker.metrics_port)
 
 
 def make_app(settings: Settings) -> MediaWorkerApp:

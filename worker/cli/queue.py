@@ -153,7 +153,7 @@ def worker_command(
     verbose: bool,
 ) -> int:
     """Run a Celery worker on the queues (prefork pool, late acks, prefetch of one)."""
-    settings = setup(config_file, verbose)
+    settings = setup(config_file, verbose=True, json_logs=True)
     wanted = [q.strip() for q in queues.split(",") if q.strip()]
     unknown = sorted(set(wanted) - set(QUEUES))
     if unknown or not wanted:
