@@ -216,16 +216,28 @@ class ItemResult(BaseModel):
     """For `missing_assets`: each missing or invalid key with the reason (`assets` names them)."""
 
     @classmethod
-    def failure(
-        cls, item: Item, reason: Reason, message: str, type_: str | None = None
+    def of(
+        cls,
+        item: Item,
+        status: Status,
+        type_: str | None = None,
+        payload: Payload | None = None,
+        **fields: Any,
     ) -> ItemResult:
+        """The result for `item`, its payload dumped as `--json` and tasks return it."""
         return cls(
             item_id=item.item_id,
             slot=item.slot,
             integration=item.integration,
             key=item.key,
             type=type_ or item.type.value,
-            status=Status.FAILED,
-            reason=reason,
-            message=message,
+            status=status,
+            payload=payload.model_dump(mode="json", exclude_none=True) if payload else None,
+            **fields,
         )
+
+    @classmethod
+    def failure(
+        cls, item: Item, reason: Reason, message: str, type_: str | None = None
+    ) -> ItemResult:
+        return cls.of(item, Status.FAILED, type_, reason=reason, message=message)

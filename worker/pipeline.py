@@ -171,15 +171,12 @@ def _process(
         len(sink.written),
         timings.seconds,
     )
-    return ItemResult(
-        item_id=item.item_id,
-        slot=item.slot,
-        integration=item.integration,
-        key=item.key,
-        type=item_type.value,
-        status=Status.OK,
+    return ItemResult.of(
+        item,
+        Status.OK,
+        item_type.value,
+        payload,
         message="; ".join(result.warnings),
-        payload=payload.model_dump(mode="json", exclude_none=True),
         assets=metadata.assets,
     )
 

@@ -197,16 +197,9 @@ def _completed(plan: Plan, item: Item, dest: Storage, source: ReadableStorage) -
         return None
     log.info("item %s (%s): %s", item.item_id, item.key, SKIPPED_MESSAGE)
     payload = metadata.payload
-    return ItemResult(
-        item_id=item.item_id,
-        slot=item.slot,
-        integration=item.integration,
-        key=item.key,
-        type="slide" if getattr(payload, "slide", False) else payload.type,
-        status=Status.OK,
-        message=SKIPPED_MESSAGE,
-        payload=payload.model_dump(mode="json", exclude_none=True),
-        assets=metadata.assets,
+    type_ = "slide" if getattr(payload, "slide", False) else payload.type
+    return ItemResult.of(
+        item, Status.OK, type_, payload, message=SKIPPED_MESSAGE, assets=metadata.assets
     )
 
 

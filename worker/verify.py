@@ -353,34 +353,21 @@ def _check_source_size(
 
 
 def _result(item: Item, type_: str, payload: Payload | None, report: Report) -> ItemResult:
-    dumped = payload.model_dump(mode="json", exclude_none=True) if payload else None
     if not report.problems:
         log.info("item %s (%s): %d assets verified", item.item_id, item.key, len(report.checked))
-        return ItemResult(
-            item_id=item.item_id,
-            slot=item.slot,
-            integration=item.integration,
-            key=item.key,
-            type=type_,
-            status=Status.OK,
-            payload=dumped,
-            assets=report.checked,
-        )
+        return ItemResult.of(item, Status.OK, type_, payload, assets=report.checked)
     shown = "; ".join(f"{p.key}: {p.problem}" for p in report.problems[:5])
     more = len(report.problems) - 5
     message = f"{len(report.problems)} assets missing or invalid: {shown}" + (
         f"; and {more} more" if more > 0 else ""
     )
     log.warning("item %s (%s): %s", item.item_id, item.key, message)
-    return ItemResult(
-        item_id=item.item_id,
-        slot=item.slot,
-        integration=item.integration,
-        key=item.key,
-        type=type_,
-        status=Status.MISSING_ASSETS,
+    return ItemResult.of(
+        item,
+        Status.MISSING_ASSETS,
+        type_,
+        payload,
         message=message,
-        payload=dumped,
         assets=[p.key for p in report.problems],
         problems=report.problems,
     )
