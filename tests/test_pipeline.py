@@ -145,7 +145,8 @@ class _FailingAfterThumbnail(LocalStorage):
         if self.thumbnail_written:
             raise StorageUnavailable(f"injected failure writing {key}")
         super().write(key, data, content_type, content_encoding)
-        self.thumbnail_written = key.endswith(Rel.THUMBNAIL)
+        if key.endswith(Rel.THUMBNAIL):
+            self.thumbnail_written = True  # latched: every later write fails, metadata.json too
 
 
 def test_failure_after_thumbnail_leaves_no_marker_and_rerun_succeeds(make_integration) -> None:
