@@ -22,6 +22,13 @@ demo: install
 	$(BIN)/python -m fixtures demo-bucket --demo > .cache/demo-keys.txt
 	$(BIN)/mediaworker process demo $$(cat .cache/demo-keys.txt)
 	@echo "renditions and metadata.json files are under demo-bucket/data/"
+	@echo "the same items again, through the queue on the embedded broker (no server):"
+	rm -rf .cache/broker
+	MEDIAWORKER_BROKER__STATE_DIR=.cache/broker $(BIN)/mediaworker worker --concurrency 2 \
+		> .cache/demo-worker.log 2>&1 & echo $$! > .cache/demo-worker.pid; \
+	MEDIAWORKER_BROKER__STATE_DIR=.cache/broker $(BIN)/mediaworker enqueue demo \
+		$$(cat .cache/demo-keys.txt) --wait --timeout 600; rc=$$?; \
+	kill -TERM $$(cat .cache/demo-worker.pid); wait; exit $$rc
 
 test: install
 	scripts/ensure-azurite

@@ -119,7 +119,7 @@ def _embedded_broker(settings: Settings) -> dict[str, Any]:
     options = {name: str(path) for name, path in folders.items()}
     options["data_folder_out"] = options["data_folder_in"]
     return {
-        "broker_url": "filesystem://",
+        "broker_url": "filesystem://localhost/",  # a host, or kombu warns of a default one
         "broker_transport_options": options,
         # Broadcasts (remote control, gossip) need fanout, which a folder serves poorly.
         "worker_enable_remote_control": False,
