@@ -160,6 +160,8 @@ def test_verify_after_upload_is_ok_then_names_each_damaged_key(
     keys = list(sources.keys.values())
     code, results = run_cli("verify", "ro", *keys, "--config", str(config))
     assert code == 0 and {r["status"] for r in results} == {"ok"}, results
+    code, results = run_cli("verify", "ro", "--config", str(config))  # every committed item
+    assert code == 0 and sorted(r["key"] for r in results) == sorted(keys), results
 
     video = read_registration(dest / "registration.jsonl")[sources.keys["video"]]
     image = read_registration(dest / "registration.jsonl")[sources.keys["png_alpha"]]
@@ -172,7 +174,7 @@ def test_verify_after_upload_is_ok_then_names_each_damaged_key(
     with (bucket / thumbnail).open("r+b") as f:
         f.truncate(300)  # a JPEG header without its pixels
     damaged = {low_section, thumbnail, segment}
-    for args in (("--from-file", registration), tuple(keys)):
+    for args in (("--from-file", registration), tuple(keys), ()):
         code, results = run_cli("verify", "ro", *args, "--config", str(config))
         assert code == 1
         assert problem_keys(results) == damaged

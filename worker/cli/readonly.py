@@ -25,7 +25,8 @@ from worker.cli.common import (
 )
 from worker.errors import ConfigError, TransientError, reason_of
 from worker.items import Item
-from worker.payloads import ItemResult, Payload, parse_payload
+from worker.layout import SlotLayout
+from worker.payloads import ItemResult, Metadata, Payload, parse_payload
 from worker.preextract import (
     LOCAL_DEST,
     Plan,
@@ -64,18 +65,21 @@ def verify_command(
     as_json: bool,
     verbose: bool,
 ) -> int:
-    """Check the pre-extracted assets of KEYs (or of the payloads in --from-file) in
-    INTEGRATION, writing nothing. Exit 1 when any asset is missing or invalid."""
-    if bool(keys) == bool(from_file):
-        raise click.UsageError("give KEYs or --from-file payloads.jsonl (exactly one of the two)")
+    """Check the pre-extracted assets of KEYs (or of the payloads in --from-file; with neither,
+    of every item committed under the prefix) in INTEGRATION, writing nothing. Exit 1 when any
+    asset is missing or invalid."""
+    if keys and from_file:
+        raise click.UsageError("give KEYs or --from-file payloads.jsonl, not both")
     settings = setup(config_file, verbose)
     target = settings.integration(integration)
     # Opened read-only whatever the integration's flag: verifying never writes.
     storage = ReadOnlyView(open_writable(target, settings))
     if from_file is not None:
         jobs = _jobs_from_file(from_file, integration)
-    else:
+    elif keys:
         jobs = [(Item(integration=integration, key=key, slot=slot), None) for key in keys]
+    else:
+        jobs = _jobs_from_listing(storage, target.prefix, integration)
     results = []
     with progress_bar(len(jobs), "verifying", enabled=not as_json) as advance:
         for item, payload in jobs:
@@ -110,6 +114,30 @@ def _jobs_from_file(path: Path, integration: str) -> list[Job]:
             raise ConfigError(
                 f"{path}:{number}: not a registration payload, result line or item ({exc})"
             ) from None
+    return jobs
+
+
+def _jobs_from_listing(storage: ReadOnlyView, prefix: str, integration: str) -> list[Job]:
+    """Every committed slot under the prefix, found by listing it (this needs list permission,
+    `s3:ListBucket`, unlike verifying named KEYs): its `metadata.json` names the source and
+    holds the payload to check against."""
+    jobs: list[Job] = []
+    for info in storage.list(f"{prefix}/"):
+        slot = SlotLayout.containing(info.key)
+        if slot is None or info.key != slot.metadata_key:
+            continue
+        try:
+            metadata = Metadata.model_validate_json(storage.read_bytes(info.key))
+        except ValidationError as exc:
+            raise ConfigError(f"{info.key}: not a mediaworker metadata.json ({exc})") from None
+        item = Item(
+            integration=integration,
+            key=metadata.source.key,
+            item_id=slot.item_id,
+            slot=slot.slot,
+            type=item_for_payload(metadata.payload, integration).type,
+        )
+        jobs.append((item, metadata.payload))
     return jobs
 
 
