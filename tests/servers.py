@@ -174,3 +174,29 @@ def s3rver_server(workdir: Path, bucket: str) -> Iterator[str]:
     ]  # fmt: skip
     with _running("s3rver", argv, workdir / "s3rver.log", lambda: _answers(endpoint)):
         yield endpoint
+
+
+def moto_user(endpoint: str, statements: list[dict[str, object]]) -> tuple[str, str]:
+    """An IAM user of the moto server with these policy statements; its access key pair."""
+    import json
+
+    import boto3
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+    name = f"user-{time.monotonic_ns()}"
+    iam.create_user(UserName=name)
+    document = json.dumps({"Version": "2012-10-17", "Statement": statements})
+    iam.put_user_policy(UserName=name, PolicyName="grant", PolicyDocument=document)
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@contextlib.contextmanager
+def moto_enforcing_iam(endpoint: str) -> Iterator[None]:
+    """moto's documented switch (`/moto-api/reset-auth`): IAM is enforced from the next request
+    on, until the block ends."""
+    requests.post(f"{endpoint}/moto-api/reset-auth", data="0", timeout=10).raise_for_status()
+    try:
+        yield
+    finally:
+        requests.post(f"{endpoint}/moto-api/reset-auth", data="inf", timeout=10)

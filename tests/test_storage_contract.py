@@ -17,10 +17,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
 import requests
-from servers import S3RVER_BUCKET, S3RVER_CREDENTIALS, Azurite, free_port
+from servers import (
+    S3RVER_BUCKET,
+    S3RVER_CREDENTIALS,
+    Azurite,
+    free_port,
+    moto_enforcing_iam,
+    moto_user,
+)
 
 from worker.config import (
     MAX_SIGNED_URL_SECONDS,
@@ -406,10 +412,18 @@ def test_s3_refused_request_is_permission_denied(
     storage = open_writable(integration, settings)
     storage.write("data/open/ok.jpg", b"allowed")
     storage.write("data/closed/no.jpg", b"denied")
-    reader_id, reader_secret = _moto_reader(moto_endpoint, f"arn:aws:s3:::{bucket}/data/open/*")
+    reader_id, reader_secret = moto_user(
+        moto_endpoint,
+        [
+            {
+                "Effect": "Allow",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/data/open/*",
+            }
+        ],
+    )
 
-    _set_moto_auth(moto_endpoint, "0")
-    try:
+    with moto_enforcing_iam(moto_endpoint):
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", reader_id)
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reader_secret)
         reader = open_writable(integration, settings)
@@ -426,26 +440,3 @@ def test_s3_refused_request_is_permission_denied(
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000")
         with pytest.raises(PermissionDenied, match="InvalidAccessKeyId"):
             open_writable(integration, settings).read_bytes("data/open/ok.jpg")
-    finally:
-        _set_moto_auth(moto_endpoint, "inf")
-
-
-def _moto_reader(endpoint: str, resource: str) -> tuple[str, str]:
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
-    name = f"reader-{time.monotonic_ns()}"
-    iam.create_user(UserName=name)
-    policy = (
-        '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow",'
-        f' "Action": "s3:GetObject", "Resource": "{resource}"}}]}}'
-    )
-    iam.put_user_policy(UserName=name, PolicyName="read-one-folder", PolicyDocument=policy)
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return key["AccessKeyId"], key["SecretAccessKey"]
-
-
-def _set_moto_auth(endpoint: str, initial_no_auth_actions: str) -> None:
-    """moto's documented switch: IAM is enforced after this many requests ("inf": never)."""
-    response = requests.post(
-        f"{endpoint}/moto-api/reset-auth", data=initial_no_auth_actions, timeout=10
-    )
-    response.raise_for_status()
