@@ -1,0 +1,68 @@
+"""`mediaworker process` of a video on an S3 integration (moto's server, over HTTP) writes the
+whole layout of SPEC 4.2, and `audio_peaks.gz` carries `Content-Encoding: gzip` on the server."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+from ops_support import run_cli, write_config
+
+from fixtures.videos import generate_videos
+from worker.items import default_item_id
+from worker.layout import Rel, SlotLayout
+from worker.payloads import segment_keys
+from worker.storage import open_writable
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate_videos(tmp_path_factory.mktemp("videos"))["h264_aac_mp4"]
+
+
+def test_process_video_on_s3_writes_the_whole_layout(
+    make_integration, moto_endpoint: str, clip: Path, tmp_path: Path, capsys
+) -> None:
+    settings, integration = make_integration("s3")
+    storage = open_writable(integration, settings)
+    key = "videos/cam1/clip.mp4"
+    storage.write(key, clip)
+    config = write_config(tmp_path / "mediaworker.toml", integration)
+
+    code, out, err = run_cli(
+        capsys, "process", integration.name, key, "--json", "--config", str(config)
+    )
+
+    assert code == 0, err
+    [result] = [json.loads(line) for line in out.splitlines()]
+    assert (result["status"], result["type"]) == ("ok", "video"), result
+    payload = result["payload"]
+    layout = SlotLayout(integration.prefix, default_item_id(key))
+    listed = {info.key: info.size for info in storage.list(layout.root)}
+    high = [k for k in listed if k.startswith(layout.key(Rel.sections_dir("high")))]
+    low = [k for k in listed if k.startswith(layout.key(Rel.sections_dir("low")))]
+    assert len(high) == len(low) == payload["visible_frames"] > 0
+    assert all(k.endswith("." + payload["storage_sections_key_extension"]) for k in high)
+    manifest = storage.read_bytes(payload["storage_frames_manifest_key"]).decode().splitlines()
+    assert len(manifest) == payload["total_frames"]
+    for quality in ("high_quality", "low_quality"):
+        hls = payload["hls_segments"][quality]
+        segments = segment_keys(hls["index"])
+        assert segments and all(listed.get(k, 0) > 0 for k in segments)
+        assert hls["bitrate"] > 0
+    assert listed[layout.key(Rel.hls_index("high"))] > 0
+    assert listed[layout.key(Rel.THUMBNAIL)] > 0
+
+    peaks_key = payload["storage_audio_peaks_key"]
+    head = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").head_object(
+        Bucket=integration.bucket, Key=peaks_key
+    )
+    assert head["ContentEncoding"] == "gzip"
+    peaks = gzip.decompress(storage.read_bytes(peaks_key))
+    assert len(peaks) > 0 and max(peaks) > 0  # the clip has sound: some peak is above silence
+    assert set(json.loads(storage.read_bytes(layout.metadata_key))["assets"]) == set(listed) - {
+        layout.metadata_key
+    }
