@@ -1,10 +1,13 @@
-"""Shared fixtures: real storage servers (moto's S3 server, Azurite) and integrations on them.
+"""Shared fixtures: real storage servers (moto's S3 server, Azurite, fake-gcs-server) and
+integrations on them.
 
 - `moto_endpoint`: URL of a moto S3 server started for the session.
 - `azurite`: an `Azurite` (account, key, blob_endpoint, connection_string) started for the session.
 - `s3rver_endpoint`: URL of s3rver, an S3 server that refuses expired presigned URLs.
+- `gcs_endpoint`: URL of fake-gcs-server, with a throwaway service-account key file in
+  `GOOGLE_APPLICATION_CREDENTIALS` for the session (`gcs_account` describes it).
 - `make_integration(kind, readonly=, prefix=, bucket=)`: a fresh bucket/container and the
-  `(Settings, Integration)` naming it; kind is "local", "s3", "aws", "wasabi" or "azure".
+  `(Settings, Integration)` naming it; kind is "local", "s3", "aws", "wasabi", "azure" or "gcs".
 - `backend`: an open writable `Storage`, parametrized `[local]`, `[s3]`, `[azure]`.
 
 Servers start only when a test asks for them, and stop at the end of the session.
@@ -20,7 +23,15 @@ from typing import Any
 import boto3
 import pytest
 from azure.storage.blob import BlobServiceClient
-from servers import S3RVER_BUCKET, Azurite, azurite_server, moto_server, s3rver_server
+from gcs_credentials import ServiceAccount, throwaway_service_account
+from servers import (
+    S3RVER_BUCKET,
+    Azurite,
+    azurite_server,
+    fake_gcs_server,
+    moto_server,
+    s3rver_server,
+)
 
 from worker.config import Integration, Settings, settings_from_dict
 from worker.storage import open_writable
@@ -41,6 +52,10 @@ _CLEARED_ENV = (
     "AWS_ENDPOINT_URL_S3",
     "AZURE_STORAGE_CONNECTION_STRING",
     "AZURE_STORAGE_KEY",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_PROJECT",
+    "STORAGE_EMULATOR_HOST",
+    "API_ENDPOINT_OVERRIDE",
 )
 
 
@@ -56,6 +71,7 @@ def _storage_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             mp.setenv(name, value)
         mp.setenv("AWS_CONFIG_FILE", str(empty))
         mp.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+        mp.setenv("CLOUDSDK_CONFIG", str(empty.parent))  # no gcloud login is found
         yield
 
 
@@ -83,6 +99,37 @@ def s3rver_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     `servers.S3RVER_BUCKET`; its credentials are `servers.S3RVER_CREDENTIALS`."""
     with s3rver_server(tmp_path_factory.mktemp("s3rver"), S3RVER_BUCKET) as endpoint:
         yield endpoint
+
+
+@pytest.fixture(scope="session")
+def gcs_account(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceAccount]:
+    """A throwaway service account, found by the worker through GOOGLE_APPLICATION_CREDENTIALS."""
+    with (
+        throwaway_service_account(tmp_path_factory.mktemp("gcs-account")) as account,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(account.key_file))
+        yield account
+
+
+@pytest.fixture(scope="session")
+def gcs_endpoint(
+    tmp_path_factory: pytest.TempPathFactory, gcs_account: ServiceAccount
+) -> Iterator[str]:
+    with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs")) as endpoint:
+        yield endpoint
+
+
+def gcs_admin(endpoint: str) -> Any:
+    """A plain google-cloud-storage client straight to the emulator, as a customer's own tool."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    options = ClientOptions(api_endpoint=endpoint)
+    return storage.Client(
+        project="mw-test", credentials=AnonymousCredentials(), client_options=options
+    )
 
 
 _counter = itertools.count(1)
@@ -113,12 +160,19 @@ def _azure_table(server: Azurite, container: str | None, prefix: str | None) -> 
     }
 
 
+def _gcs_table(endpoint: str, bucket: str | None) -> dict[str, Any]:
+    name = bucket or _fresh_name("gcs")
+    gcs_admin(endpoint).create_bucket(name)
+    return {"provider": "gcs", "bucket": name, "endpoint_url": endpoint}
+
+
 @pytest.fixture(scope="session")
 def make_integration(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> MakeIntegration:
-    """A factory: each call makes a fresh bucket (S3 kinds, on the moto server), container
-    (azure, on Azurite) or root folder (local), and returns `(Settings, Integration)`.
+    """A factory: each call makes a fresh bucket (S3 kinds, on the moto server; gcs, on
+    fake-gcs-server), container (azure, on Azurite) or root folder (local), and returns
+    `(Settings, Integration)`.
 
     `bucket` names the bucket (S3) or the container (azure); `prefix` is the integration's
     prefix (azure: the folder inside the container, default `data`). Servers start on first use.
@@ -134,6 +188,8 @@ def make_integration(
             table = _s3_table(kind, request.getfixturevalue("moto_endpoint"), bucket)
         elif kind == "azure":
             table = _azure_table(request.getfixturevalue("azurite"), bucket, prefix)
+        elif kind == "gcs":
+            table = _gcs_table(request.getfixturevalue("gcs_endpoint"), bucket)
         else:
             raise ValueError(f"unknown integration kind {kind!r}")
         if prefix is not None and kind != "azure":

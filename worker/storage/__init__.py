@@ -20,9 +20,15 @@ def open_writable(integration: Integration, settings: Settings) -> Storage:
         from worker.storage.s3 import S3Storage
 
         return S3Storage(integration, settings.worker)
-    from worker.storage.azure import AzureStorage
+    if integration.provider == Provider.AZURE:
+        from worker.storage.azure import AzureStorage
 
-    return AzureStorage(integration, settings.worker)
+        return AzureStorage(integration, settings.worker)
+    if integration.provider == Provider.GCS:
+        from worker.storage.gcs import GcsStorage
+
+        return GcsStorage(integration, settings.worker)
+    raise ValueError(f"integration {integration.name!r}: no backend for {integration.provider!r}")
 
 
 def open_storage(integration: Integration, settings: Settings) -> Storage | ReadOnlyView:
