@@ -29,6 +29,7 @@ from servers import (
     Azurite,
     azurite_server,
     fake_gcs_server,
+    gcs_admin,
     moto_server,
     s3rver_server,
 )
@@ -118,18 +119,6 @@ def gcs_endpoint(
 ) -> Iterator[str]:
     with fake_gcs_server(tmp_path_factory.mktemp("fake-gcs")) as endpoint:
         yield endpoint
-
-
-def gcs_admin(endpoint: str) -> Any:
-    """A plain google-cloud-storage client straight to the emulator, as a customer's own tool."""
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
-
-    options = ClientOptions(api_endpoint=endpoint)
-    return storage.Client(
-        project="mw-test", credentials=AnonymousCredentials(), client_options=options
-    )
 
 
 _counter = itertools.count(1)

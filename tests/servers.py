@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import requests
 
@@ -234,3 +235,15 @@ def fake_gcs_server(workdir: Path) -> Iterator[str]:
     ready = lambda: _answers(f"{endpoint}/storage/v1/b")  # noqa: E731
     with _running("fake-gcs-server", argv, workdir / "fake-gcs.log", ready):
         yield endpoint
+
+
+def gcs_admin(endpoint: str) -> Any:
+    """A plain google-cloud-storage client straight to the emulator, as a customer's own tool."""
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    options = ClientOptions(api_endpoint=endpoint)
+    return storage.Client(
+        project="mw-test", credentials=AnonymousCredentials(), client_options=options
+    )

@@ -69,7 +69,7 @@ def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return int(exited.value.code or 0), [json.loads(line) for line in out.splitlines() if line]
 
 
-@pytest.mark.parametrize("kind", ["local", "s3", "azure"])
+@pytest.mark.parametrize("kind", ["local", "s3", "azure", "gcs"])
 def test_process_writes_image_layout_and_metadata(
     kind: str, make_integration, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

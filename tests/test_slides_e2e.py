@@ -1,6 +1,7 @@
 """`mediaworker process` of a MIRAX slide on real servers: its folder is found by listing and
 fetched whole, and the layout of SPEC 4.3 is written (S3 through moto's server, Azure through
-Azurite). A listing the S3 server refuses fails as `permission_denied`, naming s3:ListBucket."""
+Azurite, GCS through fake-gcs-server). A refused listing fails as `permission_denied`, naming
+s3:ListBucket on S3 and storage.objects.list on GCS."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+from faultproxy import FaultPlan, fault_proxy
 from ops_support import run_cli, write_config
 from PIL import Image
 from servers import moto_enforcing_iam, moto_user
@@ -48,7 +50,7 @@ def _deep_zoom_tiles(width: int, height: int, tile: int = 254) -> int:
         width, height = max(1, math.ceil(width / 2)), max(1, math.ceil(height / 2))
 
 
-@pytest.mark.parametrize("kind", ["s3", "azure"])
+@pytest.mark.parametrize("kind", ["s3", "azure", "gcs"])
 def test_process_mirax_fetches_its_folder_and_writes_the_slide_layout(
     kind: str, make_integration, mirax: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -117,5 +119,25 @@ def test_listing_refused_by_the_s3_server_names_s3_listbucket(
     assert code == 1
     assert (result["status"], result["reason"]) == ("failed", "permission_denied")
     assert "s3:ListBucket" in result["message"] and "scans/marks/" in result["message"]
+    layout = SlotLayout(integration.prefix, default_item_id(key))
+    assert not open_writable(integration, settings).exists(layout.metadata_key)
+
+
+def test_listing_refused_on_gcs_names_storage_objects_list(
+    make_integration, mirax: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fake-gcs-server has no IAM: the fault proxy in front of it refuses every listing (403)."""
+    settings, integration = make_integration("gcs")
+    key = _upload_slide(open_writable(integration, settings), mirax, "scans")
+    with fault_proxy(integration.endpoint_url or "", FaultPlan(forbidden=("prefix=",))) as (url, _):
+        proxied = integration.model_copy(update={"endpoint_url": url})
+        config = write_config(tmp_path / "mediaworker.toml", proxied)
+        code, out, _ = run_cli(
+            capsys, "process", proxied.name, key, "--json", "--config", str(config)
+        )
+    [result] = [json.loads(line) for line in out.splitlines()]
+    assert code == 1
+    assert (result["status"], result["reason"]) == ("failed", "permission_denied")
+    assert "storage.objects.list" in result["message"]
     layout = SlotLayout(integration.prefix, default_item_id(key))
     assert not open_writable(integration, settings).exists(layout.metadata_key)

@@ -1,5 +1,6 @@
-"""`mediaworker process` of a video on an S3 integration (moto's server, over HTTP) writes the
-whole layout of SPEC 4.2, and `audio_peaks.gz` carries `Content-Encoding: gzip` on the server."""
+"""`mediaworker process` of a video on an S3 integration (moto's server, over HTTP) and a GCS one
+(fake-gcs-server) writes the whole layout of SPEC 4.2, and `audio_peaks.gz` carries
+`Content-Encoding: gzip` on the server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 from ops_support import run_cli, write_config
+from servers import gcs_admin
 
 from fixtures.videos import generate_videos
 from worker.items import default_item_id
@@ -23,10 +25,21 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_videos(tmp_path_factory.mktemp("videos"))["h264_aac_mp4"]
 
 
-def test_process_video_on_s3_writes_the_whole_layout(
-    make_integration, moto_endpoint: str, clip: Path, tmp_path: Path, capsys
+def _server_encoding(kind: str, request: pytest.FixtureRequest, bucket: str, key: str) -> str:
+    """The object's Content-Encoding as the server reports it to a plain client."""
+    if kind == "gcs":
+        blob = gcs_admin(request.getfixturevalue("gcs_endpoint")).bucket(bucket).get_blob(key)
+        return str(blob.content_encoding)
+    endpoint = request.getfixturevalue("moto_endpoint")
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return str(s3.head_object(Bucket=bucket, Key=key)["ContentEncoding"])
+
+
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
+def test_process_video_writes_the_whole_layout(
+    kind: str, make_integration, request: pytest.FixtureRequest, clip: Path, tmp_path: Path, capsys
 ) -> None:
-    settings, integration = make_integration("s3")
+    settings, integration = make_integration(kind)
     storage = open_writable(integration, settings)
     key = "videos/cam1/clip.mp4"
     storage.write(key, clip)
@@ -57,10 +70,7 @@ def test_process_video_on_s3_writes_the_whole_layout(
     assert listed[layout.key(Rel.THUMBNAIL)] > 0
 
     peaks_key = payload["storage_audio_peaks_key"]
-    head = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").head_object(
-        Bucket=integration.bucket, Key=peaks_key
-    )
-    assert head["ContentEncoding"] == "gzip"
+    assert _server_encoding(kind, request, integration.bucket, peaks_key) == "gzip"
     peaks = gzip.decompress(storage.read_bytes(peaks_key))
     assert len(peaks) > 0 and max(peaks) > 0  # the clip has sound: some peak is above silence
     assert set(json.loads(storage.read_bytes(layout.metadata_key))["assets"]) == set(listed) - {

@@ -86,7 +86,8 @@ def _list_folder(storage: ReadableStorage, key: str, prefix: str) -> list[Object
             f"MIRAX slide {key}: listing its folder {prefix} was denied ({exc}). A MIRAX slide is a"
             f" folder, so the worker must list it: on S3 or Wasabi allow s3:ListBucket on the"
             f" bucket for the prefix {prefix}; on Azure grant the 'Storage Blob Data Reader' role"
-            " (which includes listing blobs) on the container"
+            " (which includes listing blobs) on the container; on GCS grant storage.objects.list"
+            " on the bucket (in Storage Object Viewer)"
         ) from None
 
 
