@@ -1,4 +1,5 @@
-"""Read-only integrations on real servers (moto's S3 server, Azurite), behind a recording proxy.
+"""Read-only integrations on real servers (moto's S3 server, Azurite, fake-gcs-server), behind a
+recording proxy.
 
 The customer's round trip: `preextract` into a local folder, upload that folder and the sources
 with a plain client, then the worker and `verify` on a read-only integration. The proxy's log is
@@ -8,7 +9,7 @@ the proof of SPEC 6: zero PUT/POST/DELETE/copy requests, reads only, and no list
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from azure.storage.blob import BlobServiceClient
 from readonly_support import Sources, build_sources, files_under, problem_keys, read_registration
 from readonly_support import run_cli as cli
 from recording_proxy import RecordingProxy, recording_proxy
+from servers import gcs_admin
 
 from worker.config import Settings, settings_from_dict
 from worker.items import Item
@@ -50,6 +52,8 @@ class Bucket:
     def delete(self, key: str) -> None:
         if self.kind == "s3":
             self.client.delete_object(Bucket=self.client.bucket, Key=key)
+        elif self.kind == "gcs":
+            self.client.blob(key).delete()
         else:
             container, _, blob = key.partition("/")
             self.client.get_blob_client(container, blob).delete_blob()
@@ -57,6 +61,8 @@ class Bucket:
     def put(self, key: str, data: bytes) -> None:
         if self.kind == "s3":
             self.client.put_object(Bucket=self.client.bucket, Key=key, Body=data)
+        elif self.kind == "gcs":
+            self.client.blob(key).upload_from_string(data)
         else:
             container, _, blob = key.partition("/")
             self.client.get_blob_client(container, blob).upload_blob(data, overwrite=True)
@@ -73,35 +79,60 @@ class _S3Client:
         return getattr(self.inner, name)
 
 
-@pytest.fixture(scope="module", params=["s3", "azure"])
+Extracted = tuple[Path, Sources, Path]
+"""The folder standing for the bucket, its sources, and their pre-extraction."""
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Extracted]:
+    """Sources and their pre-extraction, made once per (container, prefix): the S3 and GCS
+    buckets, which have no container, hold the same files."""
+    made: dict[tuple[str, str], Extracted] = {}
+
+    def get(container: str, prefix: str) -> Extracted:
+        if (container, prefix) not in made:
+            base = tmp_path_factory.mktemp("readonly")
+            sources = build_sources(base / "bucket", base / "scratch", under=container)
+            dest = base / "out"
+            code, _ = cli("preextract", str(sources.root), "--out", str(dest), "--prefix", prefix)
+            assert code == 0
+            # A source the customer uploads after pre-extracting: the bucket has it, the
+            # layout not.
+            (base / "bucket" / _key(container, UNEXTRACTED)).write_bytes(
+                (base / "bucket" / sources.keys["tiff"]).read_bytes()
+            )
+            made[container, prefix] = (base, sources, dest)
+        return made[container, prefix]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=["s3", "azure", "gcs"])
 def bucket(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, make_integration: Any
+    request: pytest.FixtureRequest,
+    extracted: Callable[[str, str], Extracted],
+    make_integration: Any,
 ) -> Iterator[Bucket]:
     kind = request.param
     _, integration = make_integration(kind, readonly=True)
-    base = tmp_path_factory.mktemp(f"readonly-{kind}")
     container = integration.azure_container if kind == "azure" else ""
-    sources = build_sources(base / "bucket", base / "scratch", under=container)
-    dest = base / "out"
-    code, _ = cli(
-        "preextract", str(sources.root), "--out", str(dest), "--prefix", integration.prefix
+    base, sources, dest = extracted(container, integration.prefix)
+    client = _upload(
+        kind, request, integration.bucket if kind != "azure" else "", sources.root, dest
     )
-    assert code == 0
-    # A source the customer uploads after pre-extracting: the bucket has it, the layout not.
-    (base / "bucket" / _key(container, UNEXTRACTED)).write_bytes(
-        (base / "bucket" / sources.keys["tiff"]).read_bytes()
-    )
-    client = _upload(kind, request, integration.bucket if kind == "s3" else "", sources.root, dest)
-    upstream = request.getfixturevalue("moto_endpoint") if kind == "s3" else None
-    if kind == "azure":
-        upstream = request.getfixturevalue("azurite").blob_endpoint
-    assert upstream is not None
+    upstream = _upstream(kind, request)
     with recording_proxy(upstream) as proxy:
         table = _readonly_table(integration.model_dump(mode="json"), proxy.url, upstream)
-        config = base / "mediaworker.toml"
+        config = base / f"mediaworker-{kind}.toml"
         config.write_text(_toml(table))
         settings = settings_from_dict({"integrations": {"ro": table}})
         yield Bucket(kind, sources, dest, config, settings, proxy, client, container)
+
+
+def _upstream(kind: str, request: pytest.FixtureRequest) -> str:
+    if kind == "azure":
+        return str(request.getfixturevalue("azurite").blob_endpoint)
+    return str(request.getfixturevalue("gcs_endpoint" if kind == "gcs" else "moto_endpoint"))
 
 
 def _key(container: str, relative: str) -> str:
@@ -117,6 +148,11 @@ def _upload(kind: str, request: pytest.FixtureRequest, name: str, *folders: Path
         for key, path in files.items():
             client.upload_file(str(path), name, key)
         return client
+    if kind == "gcs":
+        bucket = gcs_admin(request.getfixturevalue("gcs_endpoint")).bucket(name)
+        for key, path in files.items():
+            bucket.blob(key).upload_from_filename(str(path))
+        return bucket
     service = BlobServiceClient.from_connection_string(
         request.getfixturevalue("azurite").connection_string
     )
@@ -152,7 +188,8 @@ def _assert_only_reads(proxy: RecordingProxy) -> None:
     reads = proxy.reads()
     assert reads and {r.method for r in reads} <= {"GET", "HEAD"}
     # No listing either: a reader with only object read access can verify.
-    assert not [r for r in reads if "list-type" in r.path or "comp=list" in r.path]
+    listing = ("list-type", "comp=list", "/o?")  # S3, Azure, GCS (`/storage/v1/b/B/o?prefix=`)
+    assert not [r for r in reads if any(mark in r.path for mark in listing)]
 
 
 def test_worker_on_readonly_integration_only_reads(bucket: Bucket) -> None:
@@ -226,4 +263,5 @@ def test_the_proxy_would_see_a_write(bucket: Bucket) -> None:
     probe = bucket.key("probe/written.txt")
     storage.write(probe, b"probe")
     storage.delete(probe)
-    assert [r.method for r in bucket.proxy.writes()] == ["PUT", "DELETE"]
+    upload = "POST" if bucket.kind == "gcs" else "PUT"  # a GCS upload is a POST
+    assert [r.method for r in bucket.proxy.writes()] == [upload, "DELETE"]
