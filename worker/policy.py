@@ -11,6 +11,7 @@ Generated from the integration, so setting up a bucket is copy and paste and `ch
   the source folders with `s3:prefix`, only when MIRAX slides are expected.
 - Azure: role assignments (Storage Blob Data Reader, or Contributor for read-write, on the
   container; Storage Blob Delegator on the account for user-delegation SAS) and the CORS command.
+- GCS: IAM role bindings as `gcloud` commands and the CORS file (`worker.storage.gcs_setup`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class Setup:
 
     provider: str
     bucket_policy: dict[str, Any] | None = None
-    cors: dict[str, Any] | None = None
+    cors: dict[str, Any] | list[dict[str, Any]] | None = None
+    """GCS: the list that `gcloud storage buckets update --cors-file` reads."""
     commands: list[str] = field(default_factory=list)
     explanations: list[str] = field(default_factory=list)
 
@@ -253,6 +255,10 @@ def build_setup(request: PolicyRequest) -> Setup:
         return s3_setup(request)
     if provider == Provider.AZURE:
         return azure_setup(request)
+    if provider == Provider.GCS:
+        from worker.storage.gcs_setup import gcs_setup
+
+        return gcs_setup(request)
     return Setup(
         provider="local",
         explanations=["A local integration is a folder: the worker needs read (and, for"

@@ -106,6 +106,7 @@ class _Fixes:
         self.integ = integration
         self.s3 = integration.provider.is_s3
         self.azure = integration.provider == Provider.AZURE
+        self.gcs = integration.provider == Provider.GCS
 
     def credentials(self, code: str) -> str:
         if self.azure:
@@ -124,6 +125,10 @@ class _Fixes:
             # With an account key, roles play no part: a refusal means the key is wrong.
             return self.credentials(code)
         policy = f"`mediaworker policy {self.integ.name}` prints it"
+        if self.gcs:
+            from worker.storage.gcs_setup import denied_fix
+
+            return denied_fix(str(exc))
         if self.azure:
             return f"assign the worker the '{role}' role on container {self.integ.azure_container}"
         if self.s3:
@@ -291,8 +296,12 @@ def allowed_methods(rules: list[CorsRuleView], origin: str) -> set[str]:
 
 
 def read_cors_rules(storage: ReadableStorage, integ: Integration) -> list[CorsRuleView]:
-    """The bucket's (S3) or the blob service's (Azure) CORS rules; [] when none are set."""
+    """The bucket's (S3, GCS) or the blob service's (Azure) CORS rules; [] when none are set."""
     inner: Any = getattr(storage, "_inner", storage)
+    if integ.provider == Provider.GCS:
+        from worker.storage.gcs_setup import read_cors
+
+        return [CorsRuleView(origins, methods) for origins, methods in read_cors(inner)]
     if integ.provider.is_s3:
         from botocore.exceptions import ClientError
 
@@ -309,6 +318,8 @@ def read_cors_rules(storage: ReadableStorage, integ: Integration) -> list[CorsRu
             CorsRuleView(tuple(r.get("AllowedOrigins", [])), tuple(r.get("AllowedMethods", [])))
             for r in response.get("CORSRules", [])
         ]
+    if integ.provider != Provider.AZURE:
+        return []
     properties = inner.service.get_service_properties()
     return [
         CorsRuleView(_split_csv(rule.allowed_origins), _split_csv(rule.allowed_methods))
@@ -323,6 +334,10 @@ def _split_csv(value: str | list[str]) -> tuple[str, ...]:
 
 def _cors_fix(integ: Integration, origin: str, missing: list[str]) -> str:
     methods = " ".join(["GET", "HEAD", *(["PUT"] if not integ.readonly else [])])
+    if integ.provider == Provider.GCS:
+        from worker.storage.gcs_setup import cors_fix
+
+        return cors_fix(integ.bucket, origin, integ.readonly)
     if integ.provider == Provider.AZURE:
         return (
             f"az storage cors add --services b --account-name {integ.bucket} --origins {origin}"

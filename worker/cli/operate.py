@@ -184,7 +184,11 @@ def sign_command(
 
 @click.command("policy")
 @click.argument("integration")
-@click.option("--principal", default=None, help="The ARN (S3) or identity (Azure) of the workers.")
+@click.option(
+    "--principal",
+    default=None,
+    help="The ARN (S3), identity (Azure) or service account e-mail (GCS) of the workers.",
+)
 @click.option("--origin", default="*", show_default=True, help="The viewer's browser origin.")
 @click.option(
     "--items",
