@@ -116,8 +116,8 @@ def test_missing_or_wrong_fields_name_the_rule(table: dict[str, object], expecte
     assert str(err.value).startswith("integration 'acme'")
 
 
-def test_providers_are_the_five_of_the_spec() -> None:
-    assert {p.value for p in Provider} == {"local", "aws", "wasabi", "s3", "azure"}
+def test_providers_are_the_six_of_the_spec() -> None:
+    assert {p.value for p in Provider} == {"local", "aws", "wasabi", "s3", "azure", "gcs"}
 
 
 def test_environment_overrides_the_broker_url(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -158,3 +158,46 @@ def test_cli_exits_2_with_one_line_naming_integration_and_rule(
     assert len(lines) == 1, proc.stderr
     assert "integration 'acme'" in lines[0] and rule in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("prefix", ["data", "/data", "data/", "", None])
+def test_gcs_prefix_defaults_to_data(prefix: str | None) -> None:
+    table: dict[str, object] = {"provider": "gcs", "bucket": "labs_slides.v2"}
+    if prefix is not None:
+        table["prefix"] = prefix
+    integration = _one(table)
+    assert (integration.prefix, integration.endpoint_url) == ("data", None)
+
+
+@pytest.mark.parametrize(
+    ("bucket", "rule"),
+    [
+        ("Labs", "lowercase letters, digits, dashes, underscores and dots"),
+        ("ab", "3 to 63 characters"),
+        ("a" * 64, "3 to 63 characters"),
+        ("_labs", "begin and end"),
+        (f"{'a' * 64}.example.com", "dot-separated parts of 1 to 63"),
+        ("10.0.0.1", "IP addresses"),
+        ("goog-media", "'goog'"),
+        ("my-g00gle-bucket", "'google' or a look-alike"),
+    ],
+)
+def test_gcs_bucket_names_gcs_refuses_are_refused_naming_the_rule(bucket: str, rule: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        _one({"provider": "gcs", "bucket": bucket})
+    message = str(err.value)
+    assert rule in message and "GCS bucket names" in message
+    assert message.startswith("integration 'acme': field 'bucket'") and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"credentials": "key.json"}, "'credentials' is not a known setting"),
+        ({"endpoint_url": "ftp://127.0.0.1:4443"}, "http:// or https://"),
+        ({"region": "europe-west4"}, "own location"),
+    ],
+)
+def test_gcs_refuses_credentials_and_odd_fields(extra: dict[str, object], expected: str) -> None:
+    with pytest.raises(ConfigError, match=expected):
+        _one({"provider": "gcs", "bucket": "labs-slides", **extra})
