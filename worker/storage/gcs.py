@@ -35,7 +35,7 @@ import requests
 from google.api_core import exceptions as api
 from google.api_core.client_options import ClientOptions
 from google.auth import exceptions as auth
-from google.auth.credentials import Signing
+from google.auth.credentials import Credentials, Signing
 from google.auth.transport.requests import Request as AuthRequest
 from google.cloud import storage
 from google.cloud.storage.fileio import BlobReader
@@ -105,6 +105,8 @@ def _translate(exc: Exception, where: str, action: str, permission: str) -> Exce
 
 
 def _status(exc: Exception) -> int:
+    if isinstance(exc, api.RetryError) and isinstance(exc.cause, Exception):
+        return _status(exc.cause)  # the last attempt's answer
     if isinstance(exc, api.GoogleAPICallError):
         return int(exc.code or 0)
     if isinstance(exc, InvalidResponse):
@@ -112,12 +114,23 @@ def _status(exc: Exception) -> int:
     return 0
 
 
-def gcs_client(integration: Integration) -> storage.Client:
-    """A client on Application Default Credentials, at `endpoint_url` when one is set."""
+SCOPES = (
+    "https://www.googleapis.com/auth/devstorage.read_write",
+    "https://www.googleapis.com/auth/iam",  # signBlob, when signing without a key file
+)
+
+
+def adc_credentials(integration: Integration) -> Credentials:
+    """Application Default Credentials (see the module's docstring); never from the config."""
     try:
-        credentials, _ = google.auth.default(scopes=list(storage.Client.SCOPE))
+        credentials, _ = google.auth.default(scopes=list(SCOPES))
     except auth.DefaultCredentialsError:
         raise PermissionDenied(f"integration {integration.name!r}: {_NO_CREDENTIALS}") from None
+    return credentials
+
+
+def gcs_client(integration: Integration, credentials: Credentials) -> storage.Client:
+    """A client at `endpoint_url` when one is set, else Google's endpoint."""
     options = (
         ClientOptions(api_endpoint=integration.endpoint_url) if integration.endpoint_url else None
     )
@@ -139,7 +152,8 @@ def _info(blob: storage.Blob) -> ObjectInfo:
 class GcsStorage(Storage):
     def __init__(self, integration: Integration, settings: WorkerSettings) -> None:
         self.integration = integration.name
-        self.client = gcs_client(integration)
+        self.credentials = adc_credentials(integration)
+        self.client = gcs_client(integration, self.credentials)
         self.bucket = self.client.bucket(integration.bucket)  # a handle: no request
         self.endpoint = integration.endpoint_url
         self.part = max(_CHUNK, settings.download_part_bytes // _CHUNK * _CHUNK)
@@ -153,14 +167,18 @@ class GcsStorage(Storage):
     def _fail(self, exc: Exception, key: str, action: str, permission: str) -> Exception:
         return _translate(exc, self._where(key), action, permission)
 
-    def head(self, key: str) -> ObjectInfo:
+    def _get(self, key: str, action: str) -> storage.Blob:
+        """The object's metadata (one JSON API GET); `NotFound` when absent."""
         try:
             blob = self.bucket.get_blob(key, retry=self.retry, timeout=self.timeout)
         except Exception as exc:
-            raise self._fail(exc, key, "read", GET) from None
+            raise self._fail(exc, key, action, GET) from None
         if blob is None:
             raise NotFound(f"{self._where(key)} does not exist (404); check the key and bucket")
-        return _info(blob)
+        return blob
+
+    def head(self, key: str) -> ObjectInfo:
+        return _info(self._get(key, "read"))
 
     def read_range(self, key: str, start: int, length: int) -> bytes:
         if length <= 0:
@@ -193,12 +211,7 @@ class GcsStorage(Storage):
     def download(self, key: str, dest: Path) -> ObjectInfo:
         """Concurrent ranged reads of the generation we headed (a replaced object fails the
         read as transient rather than mixing versions)."""
-        try:
-            blob = self.bucket.get_blob(key, retry=self.retry, timeout=self.timeout)
-        except Exception as exc:
-            raise self._fail(exc, key, "download", GET) from None
-        if blob is None:
-            raise NotFound(f"{self._where(key)} does not exist (404); check the key and bucket")
+        blob = self._get(key, "download")
         info = _info(blob)
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(b"")
@@ -244,16 +257,25 @@ class GcsStorage(Storage):
         }
         if self.endpoint:
             options["api_access_endpoint"] = self.endpoint
-        credentials = self.client._credentials
         try:
-            if not isinstance(credentials, Signing):
-                if not credentials.valid:
-                    credentials.refresh(AuthRequest())
-                options["service_account_email"] = credentials.service_account_email
-                options["access_token"] = credentials.token
+            if not isinstance(self.credentials, Signing):
+                options.update(self._sign_blob_options())
             return str(self.bucket.blob(key).generate_signed_url(**options))
         except Exception as exc:
             raise self._fail(exc, key, "sign a URL", SIGN_BLOB) from None
+
+    def _sign_blob_options(self) -> dict[str, str]:
+        """No private key: the service account's e-mail and a token, for IAM signBlob."""
+        if not self.credentials.valid:
+            self.credentials.refresh(AuthRequest())
+        email = getattr(self.credentials, "service_account_email", None)
+        if not email or not self.credentials.token:
+            raise PermissionDenied(
+                f"integration {self.integration!r}: signing a URL needs a service account (a key"
+                " file in GOOGLE_APPLICATION_CREDENTIALS, or an attached service account with"
+                " roles/iam.serviceAccountTokenCreator on itself); a user login cannot sign"
+            )
+        return {"service_account_email": str(email), "access_token": str(self.credentials.token)}
 
     def write(
         self,
