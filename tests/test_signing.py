@@ -149,10 +149,11 @@ def test_concurrent_callers_get_valid_urls(clock: FakeClock, signer: CountingSig
     assert len(cache) == 7
 
 
+@pytest.mark.parametrize("kind", ["s3", "gcs"])
 def test_cached_urls_from_a_real_backend_fetch_the_object(
-    make_integration: Callable[..., tuple[Settings, Integration]],
+    kind: str, make_integration: Callable[..., tuple[Settings, Integration]]
 ) -> None:
-    settings, integration = make_integration("s3")
+    settings, integration = make_integration(kind)
     storage = open_writable(integration, settings)
     storage.write("data/view.jpg", b"pixels", content_type="image/jpeg")
     cache = SignedUrlCache(storage, settings.worker.signed_url_min_remaining_seconds)
