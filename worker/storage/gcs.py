@@ -295,7 +295,8 @@ class GcsStorage(Storage):
             else:
                 blob.upload_from_string(data, **options)
         except Exception as exc:
-            raise self._fail(exc, key, "write", CREATE) from None
+            needed = f"{CREATE} (and {DELETE} to replace an existing object)"
+            raise self._fail(exc, key, "write", needed) from None
 
     def delete(self, key: str) -> None:
         try:
