@@ -13,6 +13,7 @@ Every failure the worker reports is one of these, so each maps to exactly one re
         ├── CorruptMedia            -> corrupt_media
         ├── TooLarge                -> too_large
         ├── MiraxIncomplete         -> mirax_incomplete
+        ├── SlideIncomplete         -> slide_incomplete
         ├── ItemTimeout             -> timeout
         └── Poison                  -> poison
 
@@ -32,6 +33,7 @@ class Reason(StrEnum):
     CORRUPT_MEDIA = "corrupt_media"
     TOO_LARGE = "too_large"
     MIRAX_INCOMPLETE = "mirax_incomplete"
+    SLIDE_INCOMPLETE = "slide_incomplete"
     TIMEOUT = "timeout"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     POISON = "poison"
@@ -85,6 +87,12 @@ class TooLarge(PermanentError):
 
 class MiraxIncomplete(PermanentError):
     reason = Reason.MIRAX_INCOMPLETE
+
+
+class SlideIncomplete(PermanentError):
+    """A multi-file slide (a DICOM series) lacks a level or an instance; the message names it."""
+
+    reason = Reason.SLIDE_INCOMPLETE
 
 
 class ItemTimeout(PermanentError):

@@ -26,7 +26,7 @@ from worker.errors import (
     UnsupportedFormat,
     reason_of,
 )
-from worker.fetch import fetch_source
+from worker.fetch import fetch_source, source_key
 from worker.items import Item, ItemType
 from worker.layout import SlotLayout
 from worker.media import MediaResult, ProgressCallback, Sink, no_progress
@@ -121,6 +121,8 @@ def _process(
     layout = SlotLayout(integration.prefix, item.item_id, item.slot)
     timings = _Timings()
     with timings.stage("plan"):
+        # A folder key (a DICOM series) stands for one object: sized, sniffed and registered.
+        given, item = item, item.model_copy(update={"key": source_key(source_storage, item.key)})
         source = source_storage.head(item.key)
         _check_source_size(item, source, settings)
         item_type = detect_type(item, source_storage)
@@ -172,7 +174,7 @@ def _process(
         timings.seconds,
     )
     return ItemResult.of(
-        item,
+        given,
         Status.OK,
         item_type.value,
         payload,

@@ -7,8 +7,9 @@ a read-only registration endpoint.
 
 Item keys are paths relative to SOURCE, so the default item ids (UUIDv5 of the key) are the ones
 verification of the bucket computes. A MIRAX slide (`NAME.mrxs` and its `NAME/` folder) is one
-item. An item whose `metadata.json` already matches its source (size, ETag) and the pipeline
-version is skipped, so an interrupted run resumes where it stopped.
+item, and so is a DICOM series (the folder of its `.dcm` instances, as `dir/`). An item whose
+`metadata.json` already matches its source (size, ETag) and the pipeline version is skipped, so an
+interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pydantic import ValidationError
 from worker import PIPELINE_VERSION
 from worker.config import Integration, Provider, Settings
 from worker.errors import ConfigError, MediaWorkerError, Reason
-from worker.fetch import MIRAX_SUFFIX, mirax_prefix
+from worker.fetch import item_keys, source_key
 from worker.items import Item
 from worker.layout import SlotLayout, normalize_prefix, registration_key
 from worker.payloads import ItemResult, Metadata, Payload, Status, VideoPayload
@@ -127,7 +128,7 @@ def _with_integration(settings: Settings, integration: Integration) -> Settings:
 
 def discover(plan: Plan, exclude: Path | None = None) -> list[str]:
     """The item keys of SOURCE, sorted: every file, except hidden ones, MIRAX data folders and
-    (when SOURCE holds DEST) the outputs."""
+    (when SOURCE holds DEST) the outputs; a folder of DICOM instances as one key."""
     source = plan.source
     if source.only is not None:
         return [source.only]
@@ -138,7 +139,7 @@ def discover(plan: Plan, exclude: Path | None = None) -> list[str]:
         for info in storage.list(source.under)
         if not info.key.endswith("/") and not (skip and info.key.startswith(skip))
     ]
-    return sorted(_without_mirax_parts(k for k in keys if not _hidden(k)))
+    return item_keys([k for k in keys if not _hidden(k)])
 
 
 def _output_prefix(plan: Plan, exclude: Path | None) -> str | None:
@@ -156,13 +157,6 @@ def _output_prefix(plan: Plan, exclude: Path | None) -> str | None:
 
 def _hidden(key: str) -> bool:
     return any(part.startswith(".") for part in key.split("/"))
-
-
-def _without_mirax_parts(keys: Iterable[str]) -> list[str]:
-    """A MIRAX slide is its `.mrxs`; the files of its `NAME/` folder are not items."""
-    keys = list(keys)
-    folders = tuple(mirax_prefix(k) for k in keys if k.lower().endswith(MIRAX_SUFFIX))
-    return [k for k in keys if not (folders and k.startswith(folders))]
 
 
 def plan_items(plan: Plan, keys: Iterable[str]) -> list[Item]:
@@ -184,7 +178,7 @@ def _completed(plan: Plan, item: Item, dest: Storage, source: ReadableStorage) -
     layout = SlotLayout(plan.settings.integration(plan.dest).prefix, item.item_id, item.slot)
     try:
         metadata = Metadata.model_validate_json(dest.read_bytes(layout.metadata_key))
-        info = source.head(item.key)
+        info = source.head(source_key(source, item.key))
     except (MediaWorkerError, ValidationError):
         return None  # not done (or unreadable): extracting again reports any real fault
     same = (

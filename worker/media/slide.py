@@ -1,9 +1,11 @@
 """Whole-slide images through OpenSlide: thumbnail, Deep Zoom pyramid, associated images, fields.
 
 `path` is a local slide: a `.mrxs` with its folder beside it (checked complete first, see
-`worker.media.mirax`) or one file of any format OpenSlide reads (SVS, NDPI, generic tiled TIFF,
-...), recognised by content. Work grows with the output, not the slide: the thumbnail reads the
-level closest to its size in bounded strips, and tiles stream to the sink one at a time.
+`worker.media.mirax`), a `.dcm` instance with the rest of its DICOM series beside it (checked
+likewise, see `worker.media.dicom`), or one file of any format OpenSlide reads (SVS, NDPI,
+generic tiled TIFF, ...), recognised by content. Work grows with the output, not the slide: the
+thumbnail reads the level closest to its size in bounded strips, and tiles stream to the sink one
+at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from PIL import Image, ImageCms
 from worker.config import Limits
 from worker.errors import CorruptMedia, TooLarge, UnsupportedFormat
 from worker.layout import Rel
-from worker.media import ProgressCallback, Sink, SlideResult, no_progress
+from worker.media import ProgressCallback, Sink, SlideResult, dicom, no_progress
 from worker.media.deepzoom import deep_zoom, write_pyramid
 from worker.media.mirax import check_mirax_complete
 
@@ -45,6 +47,8 @@ def process_slide(
     """Write `thumbnail.jpg`, the Deep Zoom pyramid and `associated/<name>.jpg` for one slide."""
     if path.suffix.lower() == ".mrxs":
         check_mirax_complete(path)
+    elif path.suffix.lower() == dicom.SUFFIX:
+        dicom.check_dicom_complete(path, limits)
     with open_slide(path) as slide, openslide_errors(path, "reading"):
         _check_size(path, slide, limits)
         background = background_rgb(slide)
@@ -63,8 +67,8 @@ def open_slide(path: Path) -> Iterator[OpenSlide]:
     """Open with OpenSlide, translating its errors; closes the slide afterwards."""
     if OpenSlide.detect_format(path) is None:
         raise UnsupportedFormat(
-            f"{path.name} is not a whole-slide image OpenSlide can read (MIRAX .mrxs, SVS, NDPI,"
-            " generic tiled TIFF, ...); a plain image should be registered as type 'image'"
+            f"{path.name} is not a whole-slide image OpenSlide can read (MIRAX .mrxs, DICOM, SVS,"
+            " NDPI, generic tiled TIFF, ...); a plain image should be registered as type 'image'"
         )
     with openslide_errors(path, "opening"):
         slide = OpenSlide(path)

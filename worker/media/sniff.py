@@ -1,7 +1,8 @@
 """What kind of item a source is (SPEC 3, `type: auto`): its first bytes first, then its name.
 
 Content wins over the extension, because keys are named by people and tools that get them wrong
-(`photo.jpg` that is really an MP4). Two exceptions, both about whole-slide images:
+(`photo.jpg` that is really an MP4). A DICOM file (`DICM` after its 128-byte preamble) is a slide:
+the worker reads DICOM only as whole-slide images. Two exceptions, both about whole-slide images:
 - the slide extensions (`.svs`, `.ndpi`, `.mrxs`, ...) decide on their own, since those files are
   TIFF-like (or, for MIRAX, an index next to a folder) and their content says "TIFF" at best;
 - a plain TIFF is a slide when its first IFD, if it lies within the sniffed bytes, has a TileWidth
@@ -15,11 +16,14 @@ import posixpath
 import struct
 
 from worker.items import ItemType
+from worker.media import dicom
 
 SNIFF_BYTES = 4096
 """How much of the start of an object `sniff` wants to see."""
 
-SLIDE_EXTENSIONS = frozenset({".mrxs", ".svs", ".ndpi", ".scn", ".bif", ".vms", ".vmu", ".svslide"})
+SLIDE_EXTENSIONS = frozenset(
+    {".mrxs", ".svs", ".ndpi", ".scn", ".bif", ".vms", ".vmu", ".svslide", dicom.SUFFIX}
+)
 IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff"}
     | {".heic", ".heif", ".hif", ".avif"}
@@ -103,6 +107,8 @@ def _by_extension(ext: str) -> ItemType | None:
 
 
 def _sniff_content(head: bytes) -> ItemType | None:
+    if dicom.is_dicom(head):
+        return ItemType.SLIDE
     if head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
         return ItemType.SLIDE if _tiff_is_tiled(head) else ItemType.IMAGE
     if _is_plain_image(head):
