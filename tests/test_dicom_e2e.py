@@ -1,0 +1,187 @@
+"""DICOM whole-slide images end to end: `mediaworker process` on the S3 server (moto) and on
+Azurite lists the series' folder, fetches its instances and writes the slide layout; a series
+missing a level fails as `slide_incomplete`; a refused listing names s3:ListBucket; `preextract`
+of a local folder makes one item of the series and `verify` of the uploaded result passes."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from ops_support import run_cli, write_config
+from PIL import Image
+from readonly_support import read_registration
+from readonly_support import run_cli as run_main
+from servers import moto_enforcing_iam, moto_user
+
+from fixtures.dicom import LAYOUT, MISSING_LEVEL, generate_dicom
+from worker.config import Integration
+from worker.items import default_item_id
+from worker.layout import Rel, SlotLayout
+from worker.storage import open_writable
+from worker.storage.base import Storage
+
+
+@pytest.fixture(scope="module")
+def fixtures(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return generate_dicom(tmp_path_factory.mktemp("dicom"))
+
+
+def _upload(storage: Storage, folder: Path, parent: str) -> str:
+    """Every instance of the series into `parent/`, as a customer's bucket holds them."""
+    for path in sorted(folder.iterdir()):
+        storage.write(f"{parent}/{path.name}", path)
+    return parent + "/"
+
+
+def _parent(integration: Integration) -> str:
+    if integration.provider == "azure":
+        return f"{integration.azure_container}/scans/case1"
+    return "scans/case1"
+
+
+def _deep_zoom_tiles(width: int, height: int, tile: int = 254) -> int:
+    total = 0
+    while True:
+        total += math.ceil(width / tile) * math.ceil(height / tile)
+        if width == height == 1:
+            return total
+        width, height = max(1, math.ceil(width / 2)), max(1, math.ceil(height / 2))
+
+
+def _process(capsys: pytest.CaptureFixture[str], config: Path, name: str, key: str) -> dict:
+    code, out, err = run_cli(capsys, "process", name, key, "--json", "--config", str(config))
+    [result] = [json.loads(line) for line in out.splitlines()]
+    assert code == (0 if result["status"] == "ok" else 1), err
+    return result
+
+
+@pytest.mark.parametrize(("kind", "by"), [("s3", "folder"), ("azure", "instance")])
+def test_process_dicom_lists_its_folder_and_writes_the_slide_layout(
+    kind: str,
+    by: str,
+    make_integration,
+    fixtures: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings, integration = make_integration(kind)
+    storage = open_writable(integration, settings)
+    folder_key = _upload(storage, fixtures["series"], _parent(integration))
+    key = folder_key if by == "folder" else folder_key + "label.dcm"
+    config = write_config(tmp_path / "mediaworker.toml", integration)
+
+    result = _process(capsys, config, integration.name, key)
+
+    assert (result["status"], result["type"], result["key"]) == ("ok", "slide", key), result
+    payload = result["payload"]
+    opened = folder_key + ("level-0.dcm" if by == "folder" else "label.dcm")
+    assert (payload["storage_key"], payload["name"]) == (opened, opened.rsplit("/", 1)[1])
+    assert (payload["width"], payload["height"], payload["level_count"]) == (1024, 768, 4)
+    assert (payload["microns_per_pixel_x"], payload["objective_power"]) == (0.25, 20.0)
+    layout = SlotLayout(integration.prefix, default_item_id(key))
+    dzi = ET.fromstring(storage.read_bytes(layout.key(Rel.DZI)))
+    size = next(el for el in dzi.iter() if el.tag.endswith("Size")).attrib
+    assert (dzi.attrib["TileSize"], dzi.attrib["Overlap"]) == ("254", "1")
+    assert (size["Width"], size["Height"]) == ("1024", "768")
+    tiles = [k for k in result["assets"] if k.startswith(layout.key(Rel.TILES_DIR))]
+    assert len(tiles) == payload["tile_count"] == _deep_zoom_tiles(1024, 768)
+    assert payload["storage_associated_keys"] == {
+        name: layout.key(Rel.associated(name)) for name in ("label", "macro")
+    }
+    macro = Image.open(io.BytesIO(storage.read_bytes(layout.key(Rel.associated("macro")))))
+    assert all(
+        abs(a - b) <= 12 for a, b in zip(macro.getpixel((5, 5)), LAYOUT.overview, strict=True)
+    )
+    thumbnail = Image.open(io.BytesIO(storage.read_bytes(layout.key(Rel.THUMBNAIL))))
+    assert thumbnail.size == (267, 200)
+    for mark in LAYOUT.marks:
+        x, y = mark.center
+        pixel = thumbnail.getpixel((x * 267 // 1024, y * 200 // 768))
+        assert all(abs(a - b) <= 30 for a, b in zip(pixel, mark.rgb, strict=True)), mark.name
+    assert json.loads(storage.read_bytes(layout.metadata_key))["payload"] == payload
+
+
+def test_a_series_missing_a_level_fails_as_slide_incomplete(
+    make_integration, fixtures: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings, integration = make_integration("s3")
+    storage = open_writable(integration, settings)
+    key = _upload(storage, fixtures["missing_level"], "scans/case2")
+    config = write_config(tmp_path / "mediaworker.toml", integration)
+
+    result = _process(capsys, config, integration.name, key)
+
+    assert (result["status"], result["reason"]) == ("failed", "slide_incomplete")
+    width, height = LAYOUT.level_size(MISSING_LEVEL)
+    assert f"level {width}x{height} (downsample 2) is missing" in result["message"]
+    assert not storage.exists(SlotLayout(integration.prefix, default_item_id(key)).metadata_key)
+
+
+def test_listing_refused_by_the_s3_server_names_s3_listbucket(
+    make_integration,
+    moto_endpoint: str,
+    fixtures: dict[str, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings, integration = make_integration("s3")
+    key = _upload(open_writable(integration, settings), fixtures["series"], "scans/case3")
+    key += "level-1.dcm"
+    bucket = f"arn:aws:s3:::{integration.bucket}"
+    reader = moto_user(
+        moto_endpoint,
+        [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket}/scans/*"},
+            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
+             "Resource": f"{bucket}/{integration.prefix}/*"},
+        ],
+    )  # fmt: skip
+    config = write_config(tmp_path / "mediaworker.toml", integration)
+
+    with moto_enforcing_iam(moto_endpoint):
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", reader[0])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", reader[1])
+        result = _process(capsys, config, integration.name, key)
+
+    assert (result["status"], result["reason"]) == ("failed", "permission_denied")
+    assert "s3:ListBucket" in result["message"] and "scans/case3/" in result["message"]
+
+
+def test_preextract_makes_one_item_of_the_series_and_verify_passes(
+    fixtures: dict[str, Path], tmp_path: Path
+) -> None:
+    bucket = tmp_path / "bucket"
+    shutil.copytree(fixtures["series"], bucket / "scans/case1")
+    out = tmp_path / "out"
+
+    code, results = run_main("preextract", str(bucket), "--out", str(out))
+    assert code == 0, results
+    [result] = results
+    assert (result["key"], result["status"], result["type"]) == ("scans/case1/", "ok", "slide")
+    code, again = run_main("preextract", str(bucket), "--out", str(out))
+    assert code == 0 and "skipped" in again[0]["message"]
+    registration = read_registration(out / "registration.jsonl")
+    assert list(registration) == ["scans/case1/level-0.dcm"]
+
+    shutil.copytree(out / "data", bucket / "data")
+    config = tmp_path / "mediaworker.toml"
+    config.write_text(
+        f'[integrations.ro]\nprovider = "local"\nroot = "{bucket}"\nreadonly = true\n'
+    )
+    code, verified = run_main("verify", "ro", "scans/case1/", "--config", str(config))
+    assert code == 0 and verified[0]["status"] == "ok", verified
+    tile = next((bucket / "data").rglob("slide_files/0/0_0.jpeg"))
+    tile.unlink()
+    registration_file = str(out / "registration.jsonl")
+    code, verified = run_main(
+        "verify", "ro", "--from-file", registration_file, "--config", str(config)
+    )
+    assert code == 1 and verified[0]["status"] == "missing_assets"
+    assert verified[0]["problems"][0]["key"].endswith("slide_files/0/0_0.jpeg")
