@@ -15,11 +15,12 @@ from fixtures.dicom import LAYOUT, MISSING_LEVEL, generate_dicom, level_name
 from worker.config import Limits
 from worker.errors import CorruptMedia, Reason, SlideIncomplete, TooLarge, UnsupportedFormat
 from worker.fetch import fetch_source, item_keys, source_key
-from worker.items import ItemType
+from worker.items import Item, ItemType
 from worker.layout import Rel
 from worker.media import dicom
 from worker.media.slide import process_slide
 from worker.media.sniff import sniff
+from worker.pipeline import detect_type
 from worker.storage.local import LocalStorage
 
 SERIES_FILES = {level_name(n) for n in range(LAYOUT.levels)} | {"label.dcm", "macro.dcm"}
@@ -46,10 +47,14 @@ class _Sink:
         self.files[rel] = path.read_bytes()
 
 
-def test_a_dcm_file_sniffs_as_a_slide_by_content_and_by_name(fixtures: dict[str, Path]) -> None:
+def test_a_dcm_file_or_folder_sniffs_as_a_slide(fixtures: dict[str, Path], tmp_path: Path) -> None:
     head = (fixtures["series"] / "level-0.dcm").read_bytes()[:4096]
     assert sniff(head, "renamed.bin") == ItemType.SLIDE
     assert sniff(b"\0" * 200, "scans/x.DCM") == ItemType.SLIDE
+    # A folder key is routed (enqueue sniffs `auto` items) without reading it.
+    storage = _bucket(tmp_path / "bucket", fixtures["series"])
+    folder_item = Item(integration="local", key="scans/case/")
+    assert detect_type(folder_item, storage) == ItemType.SLIDE
 
 
 def test_the_complete_series_passes_and_its_thumbnail_shows_the_marks(
@@ -105,6 +110,19 @@ def test_header_claims_are_held_to_the_limits_before_opening(fixtures: dict[str,
         dicom.check_dicom_complete(
             fixtures["series"] / "level-0.dcm", Limits(max_image_pixels=100 * 100)
         )
+
+
+def test_a_frame_count_bomb_is_refused_before_opening(fixtures: dict[str, Path]) -> None:
+    with pytest.raises(CorruptMedia, match="claims 2,147,483,647 frames"):
+        process_slide(fixtures["frame_bomb"] / "level-1.dcm", _Sink(), Limits())
+
+
+def test_a_header_longer_than_the_bounded_read_is_refused(
+    fixtures: dict[str, Path], tmp_path: Path
+) -> None:
+    storage = _bucket(tmp_path / "bucket", fixtures["long_header"])
+    with pytest.raises(CorruptMedia, match=r"level-0\.dcm: its DICOM header runs past the first"):
+        fetch_source(storage, "scans/case/level-1.dcm", tmp_path / "work")
 
 
 def test_a_dicom_file_that_is_not_a_slide_is_unsupported(fixtures: dict[str, Path]) -> None:

@@ -87,7 +87,8 @@ def detect_type(item: Item, storage: ReadableStorage) -> ItemType:
         return item.type
     from worker.media.sniff import sniff
 
-    detected = sniff(storage.read_head(item.key, SNIFF_BYTES), item.key)
+    folder = item.key.endswith("/")  # a folder item has no bytes of its own (a DICOM series)
+    detected = sniff(b"" if folder else storage.read_head(item.key, SNIFF_BYTES), item.key)
     if detected is None:
         raise UnsupportedFormat(
             f"{item.key}: not an image, video or slide format mediaworker reads"

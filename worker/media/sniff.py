@@ -75,9 +75,10 @@ _CONTENT_TYPES = {
 
 def sniff(head: bytes, name: str) -> ItemType | None:
     """IMAGE, VIDEO or SLIDE for a source whose first bytes are `head` (ideally `SNIFF_BYTES`
-    of them) and whose key or file name is `name`; None when neither says what it is."""
+    of them) and whose key or file name is `name`; None when neither says what it is. A folder
+    key (`dir/`) is a DICOM series, so a slide."""
     ext = _extension(name)
-    if ext in SLIDE_EXTENSIONS:
+    if ext in SLIDE_EXTENSIONS or dicom.is_folder_key(name):
         return ItemType.SLIDE
     by_content = _sniff_content(head)
     if by_content is not None:
