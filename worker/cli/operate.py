@@ -196,7 +196,7 @@ def sign_command(
     multiple=True,
     help="Partial access: a folder holding items (repeat); default: the whole bucket.",
 )
-@click.option("--mirax", is_flag=True, help="MIRAX slides are expected: allow listing.")
+@click.option("--mirax", is_flag=True, help="MIRAX or DICOM slides are expected: allow listing.")
 @common_options
 def policy_command(
     integration: str,
