@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -17,7 +16,8 @@ from ops_support import run_cli, write_config
 from PIL import Image
 from readonly_support import read_registration
 from readonly_support import run_cli as run_main
-from servers import moto_enforcing_iam, moto_user
+from servers import moto_enforcing_iam
+from slide_support import deep_zoom_tiles, reader_without_listing
 
 from fixtures.dicom import LAYOUT, MISSING_LEVEL, generate_dicom
 from worker.config import Integration
@@ -43,15 +43,6 @@ def _parent(integration: Integration) -> str:
     if integration.provider == "azure":
         return f"{integration.azure_container}/scans/case1"
     return "scans/case1"
-
-
-def _deep_zoom_tiles(width: int, height: int, tile: int = 254) -> int:
-    total = 0
-    while True:
-        total += math.ceil(width / tile) * math.ceil(height / tile)
-        if width == height == 1:
-            return total
-        width, height = max(1, math.ceil(width / 2)), max(1, math.ceil(height / 2))
 
 
 def _process(capsys: pytest.CaptureFixture[str], config: Path, name: str, key: str) -> dict:
@@ -90,7 +81,7 @@ def test_process_dicom_lists_its_folder_and_writes_the_slide_layout(
     assert (dzi.attrib["TileSize"], dzi.attrib["Overlap"]) == ("254", "1")
     assert (size["Width"], size["Height"]) == ("1024", "768")
     tiles = [k for k in result["assets"] if k.startswith(layout.key(Rel.TILES_DIR))]
-    assert len(tiles) == payload["tile_count"] == _deep_zoom_tiles(1024, 768)
+    assert len(tiles) == payload["tile_count"] == deep_zoom_tiles(1024, 768)
     assert payload["storage_associated_keys"] == {
         name: layout.key(Rel.associated(name)) for name in ("label", "macro")
     }
@@ -134,15 +125,7 @@ def test_listing_refused_by_the_s3_server_names_s3_listbucket(
     settings, integration = make_integration("s3")
     key = _upload(open_writable(integration, settings), fixtures["series"], "scans/case3")
     key += "level-1.dcm"
-    bucket = f"arn:aws:s3:::{integration.bucket}"
-    reader = moto_user(
-        moto_endpoint,
-        [
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket}/scans/*"},
-            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
-             "Resource": f"{bucket}/{integration.prefix}/*"},
-        ],
-    )  # fmt: skip
+    reader = reader_without_listing(moto_endpoint, integration, "scans")
     config = write_config(tmp_path / "mediaworker.toml", integration)
 
     with moto_enforcing_iam(moto_endpoint):

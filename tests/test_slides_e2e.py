@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 import pytest
 from faultproxy import FaultPlan, fault_proxy
 from ops_support import run_cli, write_config
 from PIL import Image
-from servers import moto_enforcing_iam, moto_user
+from servers import moto_enforcing_iam
+from slide_support import deep_zoom_tiles, reader_without_listing
 
 from fixtures.slides import MARKS_LAYOUT, generate_slides
 from worker.config import Integration
@@ -40,16 +40,6 @@ def _parent(integration: Integration) -> str:
     return f"{integration.azure_container}/scans" if integration.provider == "azure" else "scans"
 
 
-def _deep_zoom_tiles(width: int, height: int, tile: int = 254) -> int:
-    """Tiles of every Deep Zoom level: halve (rounding up) down to 1x1, ceil(size / tile)."""
-    total = 0
-    while True:
-        total += math.ceil(width / tile) * math.ceil(height / tile)
-        if width == height == 1:
-            return total
-        width, height = max(1, math.ceil(width / 2)), max(1, math.ceil(height / 2))
-
-
 @pytest.mark.parametrize("kind", ["s3", "azure", "gcs"])
 def test_process_mirax_fetches_its_folder_and_writes_the_slide_layout(
     kind: str, make_integration, mirax: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -72,7 +62,7 @@ def test_process_mirax_fetches_its_folder_and_writes_the_slide_layout(
     layout = SlotLayout(integration.prefix, default_item_id(key))
     assert payload["storage_dzi_key"] == layout.key(Rel.DZI)
     tiles = [k for k in result["assets"] if k.startswith(layout.key(Rel.TILES_DIR))]
-    assert len(tiles) == payload["tile_count"] == _deep_zoom_tiles(2048, 1536)
+    assert len(tiles) == payload["tile_count"] == deep_zoom_tiles(2048, 1536)
     assert {k.rsplit("/", 1)[1] for k in payload["storage_associated_keys"].values()} == {
         f"{name}.jpg" for name in MARKS_LAYOUT.associated
     }
@@ -96,16 +86,7 @@ def test_listing_refused_by_the_s3_server_names_s3_listbucket(
 ) -> None:
     settings, integration = make_integration("s3")
     key = _upload_slide(open_writable(integration, settings), mirax, "scans")
-    bucket = f"arn:aws:s3:::{integration.bucket}"
-    # Everything a slide needs but the listing: reads of the sources, writes under the prefix.
-    reader = moto_user(
-        moto_endpoint,
-        [
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"{bucket}/scans/*"},
-            {"Effect": "Allow", "Action": ["s3:PutObject", "s3:DeleteObject"],
-             "Resource": f"{bucket}/{integration.prefix}/*"},
-        ],
-    )  # fmt: skip
+    reader = reader_without_listing(moto_endpoint, integration, "scans")
     config = write_config(tmp_path / "mediaworker.toml", integration)
 
     with moto_enforcing_iam(moto_endpoint):
