@@ -69,8 +69,8 @@ def is_instance_name(name: str) -> bool:
 
 
 def is_folder_key(key: str) -> bool:
-    """A key naming a folder: the item is the DICOM series inside it."""
-    return key.endswith("/")
+    """A key naming a folder: the item is the DICOM series inside it (never the bucket root)."""
+    return key.endswith("/") and bool(key.strip("/"))
 
 
 def is_instance_key(key: str) -> bool:
