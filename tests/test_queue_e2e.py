@@ -282,27 +282,36 @@ def _slot_files(bucket: Path, layout: SlotLayout) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize("broker", ["redis", "embedded"])
 def test_worker_killed_mid_video_is_redelivered_and_completes_identically(
-    deploy: Any, redis_url: str, media: dict[str, Path]
+    broker: str, request: pytest.FixtureRequest, deploy: Any, media: dict[str, Path]
 ) -> None:
-    # A short visibility timeout so the orphaned message comes back within the test.
-    dep = deploy(redis_url, broker={"visibility_timeout_seconds": 8})
+    if broker == "redis":
+        # A short visibility timeout so the orphaned message comes back within the test.
+        dep = deploy(request.getfixturevalue("redis_url"),
+                     broker={"visibility_timeout_seconds": 8})  # fmt: skip
+    else:
+        dep = deploy(None)
     item = Item(integration="demo", key=dep.put("v/long.mp4", media["long_video"]), type="video")
     clean = Item(integration="demo", key=dep.put("v/clean.mp4", media["long_video"]),
                  type="video", item_id="clean-run")  # fmt: skip
-    [(task_id, _)] = [(s.task_id, s.item) for s in send_items([item], dep.settings)]
+    behind = [Item(integration="demo", key=dep.put(f"v/{n}.png", media["png_rgb"]))
+              for n in range(2)]  # fmt: skip
+    sent = send_items([item, *behind], dep.settings)
     dep.start_worker()
     victim = dep.procs[0][0]
     sections = dep.bucket / dep.layout(item).key("sections/high")
     _wait_for(lambda: sections.is_dir() and any(sections.iterdir()), 60, "no frame was written")
+    # The whole worker, main process and pool alike, as the OOM killer or a power cut would.
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=10)
     assert not (dep.bucket / dep.layout(item).metadata_key).exists()
 
     dep.start_worker()
-    [result] = dep.results([(task_id, item)], timeout=90)
-    assert result.status.value == "ok", result.message
+    results = dep.results([(s.task_id, s.item) for s in sent], timeout=90)
+    assert [r.status.value for r in results] == ["ok"] * 3, [r.message for r in results]
     assert "delivery 2 of at most" in dep.logs()
+    _assert_done_once(dep, [item, *behind])
     [clean_sent] = send_items([clean], dep.settings)
     [clean_result] = dep.results([(clean_sent.task_id, clean)], timeout=60)
     assert clean_result.status.value == "ok"

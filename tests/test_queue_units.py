@@ -103,7 +103,7 @@ def test_queue_prefix_names_queues_and_routes(tmp_path: Path) -> None:
 
 def test_embedded_default_needs_no_server(tmp_path: Path) -> None:
     config = celery_config(_settings(tmp_path))
-    assert config["broker_url"].startswith("filesystem://")
+    assert config["broker_url"].startswith("mediaworker://")
     assert config["result_backend"].startswith("file://")
     assert Path(config["broker_transport_options"]["data_folder_in"]).is_dir()
 
