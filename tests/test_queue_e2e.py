@@ -235,7 +235,8 @@ def test_200_mixed_items_two_workers_each_done_exactly_once(
     broker: str, request: pytest.FixtureRequest, deploy: Any, media: dict[str, Path]
 ) -> None:
     url = request.getfixturevalue(f"{broker}_url")
-    dep = deploy(url)
+    # Hard limits a worker can hold within RabbitMQ's default 30-minute consumer timeout.
+    dep = deploy(url, limits={"item_timeout_seconds": 1200})
     items = _mixed_batch(dep, media, 200)
     sent = send_items(items, dep.settings)
     assert {s.queue for s in sent} == {"images", "videos", "slides"}
@@ -399,3 +400,16 @@ def test_s3_faults_are_retried_and_403_fails_at_once(
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="data/")
     markers = [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith("metadata.json")]
     assert len(markers) == len(keys) - 1
+
+
+def test_rabbitmq_worker_refuses_to_start_when_its_items_outlast_the_consumer_timeout(
+    deploy: Any, rabbitmq_url: str
+) -> None:
+    dep = deploy(rabbitmq_url, broker={"consumer_timeout_seconds": 1800})
+    run = [sys.executable, "-m", "worker", "worker", "--config", str(dep.config)]
+    refused = subprocess.run([*run, "--queues", "images,videos"], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert "consumer_timeout = 7560000 (ms)" in line
+    assert "limits.queue_timeout_seconds for 'videos'" in line
