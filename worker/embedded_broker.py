@@ -25,6 +25,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import queue
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -40,7 +42,11 @@ log = logging.getLogger(__name__)
 SCHEME = "mediaworker"
 TRANSPORT_ALIASES.setdefault(SCHEME, "worker.embedded_broker:Transport")
 RECOVER_EVERY_SECONDS = 10.0
+TORN_GRACE_SECONDS = 30.0
+"""A file that does not parse yet may be one a foreign producer is still writing."""
 INFLIGHT = "inflight"
+ACKED = ".acked"
+"""Under `inflight/`: acknowledged messages waiting to be deleted; never handed out again."""
 
 
 @dataclass
@@ -79,6 +85,24 @@ def _own(inflight: Path) -> _Owner:
         folder.mkdir()
         owner = _owners[inflight] = _Owner(os.getpid(), folder, lock)
     return owner
+
+
+_reapers: dict[int, queue.SimpleQueue[Path]] = {}
+
+
+def _reaper() -> queue.SimpleQueue[Path]:
+    """This process's deleter of acknowledged message files (a daemon thread)."""
+    pid = os.getpid()
+    if pid not in _reapers:
+        paths: queue.SimpleQueue[Path] = queue.SimpleQueue()
+
+        def reap() -> None:
+            while True:
+                paths.get().unlink(missing_ok=True)
+
+        threading.Thread(target=reap, name="mediaworker-acked-reaper", daemon=True).start()
+        _reapers[pid] = paths
+    return _reapers[pid]
 
 
 def recover_dead_owners(queue_folder: Path, inflight: Path) -> int:
@@ -171,10 +195,8 @@ class Channel(filesystem.Channel):
                 (self._queue_folder / name).rename(held)
             except FileNotFoundError:
                 continue  # another consumer took it first
-            try:
-                payload = loads(held.read_bytes())
-            except ValueError:
-                self._set_aside(held)
+            payload = self._read(held)
+            if payload is None:
                 continue
             if queue in self._no_ack:
                 held.unlink()
@@ -183,24 +205,48 @@ class Channel(filesystem.Channel):
             return payload
         raise Empty()
 
-    def _set_aside(self, held: Path) -> None:
-        """A file that is not a message (a foreign writer's torn file) would be handed out, and
-        fail, forever: keep it for inspection, out of the queue."""
+    def _read(self, held: Path) -> Any:
+        """The message in `held`, or None if it is not one (yet)."""
+        with held.open("rb") as f:
+            # kombu's own folder producer writes under an exclusive lock: wait for it.
+            fcntl.flock(f, fcntl.LOCK_SH)
+            data = f.read()
+        try:
+            return loads(data)
+        except ValueError:
+            pass
+        if time.time() - held.stat().st_mtime < TORN_GRACE_SECONDS:
+            held.rename(self._queue_folder / held.name)  # still being written: later
+            return None
+        # Not a message, and never going to be one: out of the queue, kept for inspection.
         broken = self._queue_folder.parent / "broken"
         broken.mkdir(exist_ok=True)
         held.rename(broken / held.name)
         log.error("embedded broker: a message file that is not JSON was moved to %s", broken)
+        return None
+
+    @property
+    def _acked(self) -> Path:
+        return self._inflight / ACKED
 
     def _maybe_recover(self) -> None:
         now = time.monotonic()
         if now - self._recovered_at >= RECOVER_EVERY_SECONDS:
+            if not self._recovered_at:  # first poll: what killed consumers left acknowledged
+                self._acked.mkdir(parents=True, exist_ok=True)
+                for leftover in self._acked.iterdir():
+                    _reaper().put(leftover)
             self._recovered_at = now
             recover_dead_owners(self._queue_folder, self._inflight)
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         held = self._held.pop(delivery_tag, None)
         if held is not None:
-            held.unlink(missing_ok=True)
+            # Out of `inflight/` at once (a rename is cheap), deleted by a thread: removing a
+            # file whose blocks were fsynced waits for the disk (~5 ms here).
+            done = self._acked / held.name
+            held.rename(done)
+            _reaper().put(done)
         super().basic_ack(delivery_tag, multiple=multiple)
 
     def _restore(self, message: Any) -> None:
