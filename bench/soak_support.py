@@ -15,19 +15,26 @@ from typing import Any
 
 import psutil
 
-from fixtures.images import generate_images
+from fixtures.images import marked
 from fixtures.slides import generate_slides
 from fixtures.videos import CLIPS, write_clip
 from worker.items import Item
 
-IMAGES = ("jpeg_baseline", "jpeg_progressive", "png_rgb", "png_alpha", "webp", "bmp", "tiff",
-          "gif_animated", "jpeg_gray", "png_palette")  # fmt: skip
+IMAGE_FORMATS = {"jpg": {"quality": 90}, "png": {}, "webp": {"quality": 80}, "bmp": {},
+                 "tif": {}, "gif": {}}  # fmt: skip
+IMAGE_SIZE = (400, 300)
+"""Small pictures: the soak is about the queue, not about decoding large files."""
 
 
 def media_files(dest: Path) -> dict[str, Path]:
-    """Small sources: images of the fixtures, one short clip, one tiled TIFF slide."""
-    images = generate_images(dest / "images")
-    found = {f"image_{name}": images[name] for name in IMAGES}
+    """Small sources: the fixtures' reference picture in six formats, one short clip, one
+    tiled TIFF slide."""
+    dest.mkdir(parents=True, exist_ok=True)
+    found = {}
+    for ext, options in IMAGE_FORMATS.items():
+        path = dest / f"marked.{ext}"
+        marked(IMAGE_SIZE).save(path, **options)
+        found[f"image_{ext}"] = path
     found["video"] = write_clip(dest / "clip.mp4", CLIPS["h264_mp4"])
     found["slide"] = generate_slides(dest / "slides")["tiled_tiff"]
     return found
