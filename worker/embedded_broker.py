@@ -121,10 +121,10 @@ def recover_dead_owners(queue_folder: Path, inflight: Path) -> int:
 def _recover_if_dead(name: str, queue_folder: Path, inflight: Path) -> int:
     lock_path = inflight / f"{name}.lock"
     try:
-        handle = lock_path.open("a")
+        fd = os.open(lock_path, os.O_WRONLY)  # never O_CREAT: a lock file gone is recovered
     except FileNotFoundError:
         return 0  # another consumer recovered it just now
-    with handle:
+    with os.fdopen(fd, "w") as handle:
         try:
             fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
