@@ -26,6 +26,7 @@ import fcntl
 import logging
 import os
 import queue
+import socket
 import threading
 import time
 import uuid
@@ -270,6 +271,23 @@ def _fsync_folder(folder: Path) -> None:
 
 
 class Transport(filesystem.Transport):
+    """Polled from the worker's event loop (`asynchronous`): with it Celery runs its event-loop
+    pool, where each pool process has its own pipes. Without it, pool processes share one job
+    queue and its lock, and a pool process killed while idle (it holds that lock while it waits
+    for a job) leaves the worker unable to hand out any job again."""
+
     Channel = Channel
     driver_type = SCHEME
     driver_name = SCHEME
+    implements = filesystem.Transport.implements.extend(asynchronous=True)
+    POLL_SECONDS = 0.2
+    MAX_PER_POLL = 100
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        loop.call_repeatedly(self.POLL_SECONDS, self._poll_once, connection)
+
+    def _poll_once(self, connection: Any) -> None:
+        """Deliver what is waiting now, as far as the prefetch limit allows; never block."""
+        with contextlib.suppress(socket.timeout):
+            for _ in range(self.MAX_PER_POLL):
+                self.drain_events(connection, timeout=0)
