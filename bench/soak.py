@@ -87,13 +87,15 @@ def upload_batch(moto: str, media: dict[str, Path], count: int) -> list[Item]:
     return items
 
 
-def chaos(fleet: Fleet, pending: Any, rng: random.Random, rss: RssLog, until: float) -> dict:
+def chaos(
+    fleet: Fleet, pending: Any, rng: random.Random, rss: RssLog, until: float, kill: bool
+) -> dict:
     """Kill at random until every result is in; sample memory meanwhile."""
     kills = {"pool_process": 0, "whole_worker": 0}
     next_kill = time.monotonic() + rng.uniform(3, 8)
     while pending() and time.monotonic() < until:
         rss.sample(fleet)
-        if time.monotonic() >= next_kill:
+        if kill and time.monotonic() >= next_kill:
             if rng.random() < 0.7 and fleet.kill_pool_process(rng):
                 kills["pool_process"] += 1
             elif fleet.kill_whole_worker(rng):
@@ -155,7 +157,7 @@ def clean_rerun(fleet: Fleet, settings: Any, moto: str, sample: list[Item], pref
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    root = REPO / "bench" / ".work" / f"soak-{args.broker}"
+    root = REPO / "bench" / ".work" / f"soak-{args.broker}{'-nokills' if args.no_kills else ''}"
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     os.environ.update(ENV)
@@ -181,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 return bool(waiting)
 
             rss = RssLog()
-            kills = chaos(fleet, pending, rng, rss, started + args.timeout)
+            kills = chaos(fleet, pending, rng, rss, started + args.timeout, not args.no_kills)
             elapsed = time.monotonic() - started
             results = [result_of(app.AsyncResult(s.task_id), s.item, 5) for s in sent]
             fleet.stop_all()
@@ -214,9 +216,12 @@ def main() -> int:
     parser.add_argument("--sample", type=int, default=40, help="items re-run clean")
     parser.add_argument("--seed", type=int, default=14)
     parser.add_argument("--timeout", type=float, default=5400)
+    parser.add_argument("--no-kills", action="store_true", help="faults only, no SIGKILLs")
+
     args = parser.parse_args()
     report = run(args)
-    out = REPO / "bench" / ".work" / f"soak-{args.broker}.json"
+    tag = "-nokills" if args.no_kills else ""
+    out = REPO / "bench" / ".work" / f"soak-{args.broker}{tag}.json"
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0

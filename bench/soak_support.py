@@ -161,4 +161,18 @@ def summarize_rss(log: RssLog) -> dict[str, Any]:
             "peak_mib_any": round(max(b for s in lives for _, b in s) / 2**20, 1),
             "processes": len([r for r, _ in log.samples.values() if r == role]),
         }
+        out[role].update(_fleet_trend(log, role))
     return out
+
+
+def _fleet_trend(log: RssLog, role: str) -> dict[str, float]:
+    """Median MiB of every process of `role` sampled in the first and in the last tenth of the
+    run: whether the fleet grows over the run, whichever processes were killed in between."""
+    samples = [(t, b) for r, s in log.samples.values() if r == role for t, b in s]
+    end = max(t for t, _ in samples)
+    first = sorted(b for t, b in samples if t <= end / 10)
+    last = sorted(b for t, b in samples if t >= end * 0.9)
+    if not first or not last:
+        return {}
+    return {"run_first_tenth_mib": round(first[len(first) // 2] / 2**20, 1),
+            "run_last_tenth_mib": round(last[len(last) // 2] / 2**20, 1)}  # fmt: skip
