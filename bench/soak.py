@@ -151,7 +151,8 @@ def clean_rerun(fleet: Fleet, settings: Any, moto: str, sample: list[Item], pref
         a = _slot_bytes(s3, SlotLayout(prefix, soaked.item_id, soaked.slot))
         b = _slot_bytes(s3, SlotLayout(prefix, again.item_id, again.slot))
         if result.status.value != "ok" or a != b or not a:
-            differing.append(soaked.key)
+            names = sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n))
+            differing.append(f"{soaked.key}: {len(names)} files differ, e.g. {names[:3]}")
     return {"sample": len(sample), "identical": len(sample) - len(differing),
             "differing": differing[:5]}  # fmt: skip
 
