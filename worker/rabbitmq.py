@@ -48,8 +48,9 @@ def consumer_timeout_problem(settings: Settings, queues: list[str]) -> str | Non
     need, queue = max((hold_seconds(settings, q), q) for q in queues)
     if timeout >= need:
         return None
-    told = "broker.consumer_timeout_seconds" if settings.broker.consumer_timeout_seconds else None
-    told = told or "RabbitMQ's default"
+    told = "RabbitMQ's default"
+    if settings.broker.consumer_timeout_seconds:
+        told = "broker.consumer_timeout_seconds"
     return (
         f"RabbitMQ's consumer_timeout ({timeout} s, {told}) is shorter than a worker may hold a"
         f" {queue} item ({need} s: hard time limit + retry backoff + margin), so long items would"
