@@ -235,7 +235,8 @@ def test_200_mixed_items_two_workers_each_done_exactly_once(
     broker: str, request: pytest.FixtureRequest, deploy: Any, media: dict[str, Path]
 ) -> None:
     url = request.getfixturevalue(f"{broker}_url")
-    dep = deploy(url)
+    # Hard limits a worker can hold within RabbitMQ's default 30-minute consumer timeout.
+    dep = deploy(url, limits={"item_timeout_seconds": 1200})
     items = _mixed_batch(dep, media, 200)
     sent = send_items(items, dep.settings)
     assert {s.queue for s in sent} == {"images", "videos", "slides"}
@@ -282,27 +283,38 @@ def _slot_files(bucket: Path, layout: SlotLayout) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.parametrize("broker", ["redis", "embedded"])
 def test_worker_killed_mid_video_is_redelivered_and_completes_identically(
-    deploy: Any, redis_url: str, media: dict[str, Path]
+    broker: str, request: pytest.FixtureRequest, deploy: Any, media: dict[str, Path]
 ) -> None:
-    # A short visibility timeout so the orphaned message comes back within the test.
-    dep = deploy(redis_url, broker={"visibility_timeout_seconds": 8})
+    if broker == "redis":
+        # A visibility timeout short enough that the orphaned message comes back within the
+        # test, long enough that the redelivered run (slower on a loaded machine) is not
+        # handed out once more while it runs.
+        dep = deploy(request.getfixturevalue("redis_url"),
+                     broker={"visibility_timeout_seconds": 30})  # fmt: skip
+    else:
+        dep = deploy(None)
     item = Item(integration="demo", key=dep.put("v/long.mp4", media["long_video"]), type="video")
     clean = Item(integration="demo", key=dep.put("v/clean.mp4", media["long_video"]),
                  type="video", item_id="clean-run")  # fmt: skip
-    [(task_id, _)] = [(s.task_id, s.item) for s in send_items([item], dep.settings)]
+    behind = [Item(integration="demo", key=dep.put(f"v/{n}.png", media["png_rgb"]))
+              for n in range(2)]  # fmt: skip
+    sent = send_items([item, *behind], dep.settings)
     dep.start_worker()
     victim = dep.procs[0][0]
     sections = dep.bucket / dep.layout(item).key("sections/high")
     _wait_for(lambda: sections.is_dir() and any(sections.iterdir()), 60, "no frame was written")
+    # The whole worker, main process and pool alike, as the OOM killer or a power cut would.
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=10)
     assert not (dep.bucket / dep.layout(item).metadata_key).exists()
 
     dep.start_worker()
-    [result] = dep.results([(task_id, item)], timeout=90)
-    assert result.status.value == "ok", result.message
+    results = dep.results([(s.task_id, s.item) for s in sent], timeout=150)
+    assert [r.status.value for r in results] == ["ok"] * 3, [r.message for r in results]
     assert "delivery 2 of at most" in dep.logs()
+    _assert_done_once(dep, [item, *behind])
     [clean_sent] = send_items([clean], dep.settings)
     [clean_result] = dep.results([(clean_sent.task_id, clean)], timeout=60)
     assert clean_result.status.value == "ok"
@@ -390,3 +402,16 @@ def test_s3_faults_are_retried_and_403_fails_at_once(
     listed = s3.list_objects_v2(Bucket=bucket, Prefix="data/")
     markers = [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith("metadata.json")]
     assert len(markers) == len(keys) - 1
+
+
+def test_rabbitmq_worker_refuses_to_start_when_its_items_outlast_the_consumer_timeout(
+    deploy: Any, rabbitmq_url: str
+) -> None:
+    dep = deploy(rabbitmq_url, broker={"consumer_timeout_seconds": 1800})
+    run = [sys.executable, "-m", "worker", "worker", "--config", str(dep.config)]
+    refused = subprocess.run([*run, "--queues", "images,videos"], capture_output=True,
+                             text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 2
+    [line] = refused.stderr.strip().splitlines()
+    assert "consumer_timeout = 7560000 (ms)" in line
+    assert "limits.queue_timeout_seconds for 'videos'" in line

@@ -32,6 +32,7 @@ from worker.celery_app import (
 from worker.cli import cli
 from worker.config import Settings, settings_from_dict
 from worker.queue import RedisCounter, SqliteCounter, delivery_store, send_items
+from worker.rabbitmq import consumer_timeout_problem, hold_seconds
 
 
 def _settings(tmp: Path, **sections: Any) -> Settings:
@@ -103,7 +104,7 @@ def test_queue_prefix_names_queues_and_routes(tmp_path: Path) -> None:
 
 def test_embedded_default_needs_no_server(tmp_path: Path) -> None:
     config = celery_config(_settings(tmp_path))
-    assert config["broker_url"].startswith("filesystem://")
+    assert config["broker_url"].startswith("mediaworker://")
     assert config["result_backend"].startswith("file://")
     assert Path(config["broker_transport_options"]["data_folder_in"]).is_dir()
 
@@ -248,3 +249,27 @@ def test_backoff_is_exponential_bounded_and_jittered() -> None:
         assert all(0 <= d <= ceiling for d in delays)
         assert max(delays) > ceiling * 0.8  # spread over the whole window: jitter
         assert len({round(d, 6) for d in delays}) > 150
+
+
+def test_rabbitmq_consumer_timeout_must_outlast_what_a_worker_holds(tmp_path: Path) -> None:
+    amqp = {"url": "amqp://guest:guest@127.0.0.1:5672/x"}
+    settings = _settings(tmp_path, broker=amqp)
+    # videos: 7200 s hard limit + 300 s longest retry countdown + 60 s margin
+    assert hold_seconds(settings, "videos") == 7560
+    problem = consumer_timeout_problem(settings, ["images", "videos"])
+    assert problem is not None and "\n" not in problem
+    assert "consumer_timeout (1800 s, RabbitMQ's default)" in problem
+    assert "consumer_timeout = 7560000 (ms)" in problem
+    assert "broker.consumer_timeout_seconds = 7560" in problem
+    # images alone (600 s hard limit) fit in RabbitMQ's default 30 minutes
+    assert consumer_timeout_problem(settings, ["images"]) is None
+    told = _settings(tmp_path, broker={**amqp, "consumer_timeout_seconds": 7560})
+    assert consumer_timeout_problem(told, ["videos", "slides"]) is None
+    off = _settings(tmp_path, broker={**amqp, "consumer_timeout_seconds": 0})
+    assert consumer_timeout_problem(off, ["videos"]) is None
+    short = _settings(tmp_path, broker={**amqp, "consumer_timeout_seconds": 900})
+    assert "900 s, broker.consumer_timeout_seconds" in str(
+        consumer_timeout_problem(short, ["images"])
+    )
+    redis = _settings(tmp_path, broker={"url": "redis://127.0.0.1:6379/0"})
+    assert consumer_timeout_problem(redis, ["videos"]) is None

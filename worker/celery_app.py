@@ -14,8 +14,9 @@ makes an item impossible to lose is configured here, in one place:
   so finishing the task here too would only do the work twice.
 
 The broker is `broker.url` (or `$MEDIAWORKER_BROKER_URL`): `redis://...` or `amqp://...`. With
-none, the embedded default keeps messages in folders under `broker.state_dir` (kombu's
-`filesystem://` transport) and results in `file://` there: no server, one machine.
+none, the embedded default keeps messages in folders under `broker.state_dir`
+(`worker.embedded_broker`, kombu's folder format with in-flight messages kept until
+acknowledged) and results in `file://` there: no server, one machine.
 
 `celery -A worker.celery_app worker` reads the settings from `$MEDIAWORKER_CONFIG` (or
 `./mediaworker.toml`); `mediaworker worker --config FILE` hands them over explicitly.
@@ -31,6 +32,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from worker import embedded_broker
 from worker.config import Settings, load_settings
 from worker.observability import enable_for_worker
 
@@ -111,7 +113,7 @@ def result_backend(settings: Settings) -> str:
 
 
 def _embedded_broker(settings: Settings) -> dict[str, Any]:
-    """kombu's filesystem transport: one folder of message files, shared by every process."""
+    """One folder of message files shared by every process (`worker.embedded_broker`)."""
     root = state_dir(settings)
     folders = {"data_folder_in": root / "queue", "control_folder": root / "control"}
     for folder in (*folders.values(), root / "results"):
@@ -119,7 +121,8 @@ def _embedded_broker(settings: Settings) -> dict[str, Any]:
     options = {name: str(path) for name, path in folders.items()}
     options["data_folder_out"] = options["data_folder_in"]
     return {
-        "broker_url": "filesystem://localhost/",  # a host, or kombu warns of a default one
+        # A host, or kombu warns of a default one.
+        "broker_url": f"{embedded_broker.SCHEME}://localhost/",
         "broker_transport_options": options,
         # Broadcasts (remote control, gossip) need fanout, which a folder serves poorly.
         "worker_enable_remote_control": False,

@@ -271,6 +271,10 @@ class BrokerSettings(BaseModel):
     visibility_timeout_seconds: int | None = None
     """Redis: an unacknowledged message returns to its queue after this long; default: the
     longest hard time limit plus 10 minutes, so a running task is never handed out twice."""
+    consumer_timeout_seconds: Annotated[int, Field(ge=0)] | None = None
+    """RabbitMQ: the broker's `consumer_timeout` as set in rabbitmq.conf (or by a policy on the
+    queues), 0 if turned off; default RabbitMQ's 1800. The worker refuses to start on a queue
+    whose items it may hold longer (see docs/queue.md)."""
     delivery_store: str | None = None
     """Where deliveries are counted for the `poison` cap: a `redis://` URL or a SQLite file;
     default: the broker's (or result backend's) Redis, else `deliveries.sqlite3` in state_dir."""

@@ -16,6 +16,7 @@ from worker.errors import ConfigError, Reason
 from worker.items import Item, ItemType
 from worker.payloads import ItemResult
 from worker.queue import Enqueued, producer_app, send_items
+from worker.rabbitmq import consumer_timeout_problem
 
 
 @click.command("enqueue")
@@ -161,6 +162,9 @@ def worker_command(
             f"unknown queue(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(QUEUES)}",
             param_hint="--queues",
         )
+    problem = consumer_timeout_problem(settings, wanted)
+    if problem:
+        raise ConfigError(problem)
     app.use_settings(settings)
     argv = [
         "worker",
