@@ -1,18 +1,22 @@
-"""Slide bench (SPEC section 10): thumbnail time grows with the thumbnail, not with the slide.
+"""Slide bench (SPEC section 10): thumbnail time against slide size; Deep Zoom against libvips.
 
-Writes two MIRAX slides of the same picture (textured tissue, three marks, an unscanned band on
-the right), ~4k and ~64k pixels wide, with the fixture writer. Camera images repeat, and the
+Writes MIRAX slides of the same picture (textured tissue, three marks, an unscanned band on the
+right), ~4k, ~16k and ~64k pixels wide, with the fixture writer. Camera images repeat, and the
 writer stores identical images once, so the 64k slide (2.1 gigapixels, ~44k index records) is
-written in seconds and takes a few MB.
+written in seconds and takes a few MB. Also writes, with libvips, a 16384^2 pyramidal JPEG TIFF
+(left half textured, right half white) and the 16k MIRAX slide's pixels as such a TIFF.
 
 Each measurement runs in a fresh process so that OpenSlide's tile cache and the peak memory
 (ru_maxrss) belong to that measurement alone:
-- open + thumbnail (356x200) for both sizes, median of 3 fresh processes;
-- Deep Zoom tiles per second: the whole pyramid of the 4k slide into a sink that keeps nothing
-  (decode + composite + JPEG encode), the same through a `StorageSink` into a local bucket, and
-  the first 1,500 full-resolution tiles of the 64k slide.
+- open + thumbnail (356x200) for the 4k and 64k slides, median of 3 fresh processes;
+- the whole Deep Zoom pyramid (254 px tiles, 1 px overlap, JPEG at our quality) written to local
+  disk: ours (open, read, `write_pyramid` through a `StorageSink` into a local bucket) against
+  libvips' `dzsave` (layout dz, same tile size, overlap, suffix and quality) on the 16384^2 TIFF,
+  and on the 16k MIRAX slide. libvips as installed (pyvips-binary) cannot read MIRAX, so it
+  reads the same pixels from the TIFF copy: the anchor is libvips at its fastest, not through
+  OpenSlide. The two alternate, `--rounds` times.
 
-    .venv/bin/python bench/bench_slides.py [--work bench/.work/slides]
+    .venv/bin/python bench/bench_slides.py [--work bench/.work/slides] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import numpy as np
 from fixtures.slides import MiraxLayout, encode, write_mirax
 
 IMAGE = 256
-SIZES = {"4k": (16, 8), "64k": (256, 128)}
+SIZES = {"4k": (16, 8), "16k": (64, 32), "64k": (256, 128)}
 """Slide name -> level-0 camera images across and down (of IMAGE px each)."""
 TISSUE = (235, 215, 225)
 MARKS = (  # (x0, y0, x1, y1) as fractions of the slide, colour
@@ -41,7 +45,7 @@ MARKS = (  # (x0, y0, x1, y1) as fractions of the slide, colour
 )
 SCANNED_UP_TO = 0.85
 """Camera images right of this fraction of the width are unscanned (absent)."""
-DEEP_TILES_64K = 1500
+TIFF_SIDE = 16384
 
 
 def layout_for(images_x: int, images_y: int) -> MiraxLayout:
@@ -112,18 +116,6 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class NullSink:
-    """Keeps nothing: measures producing tiles, not storing them."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.bytes = 0
-
-    def put_bytes(self, rel: str, data: bytes, content_type: str, content_encoding=None) -> None:  # type: ignore[no-untyped-def]
-        self.count += 1
-        self.bytes += len(data)
-
-
 def measure_thumbnail(path: Path) -> dict[str, float]:
     from worker.media.slide import _jpeg, background_rgb, open_slide, thumbnail
 
@@ -143,39 +135,121 @@ def measure_thumbnail(path: Path) -> dict[str, float]:
     }
 
 
-def measure_pyramid(path: Path, store_in: str | None) -> dict[str, float]:
+# --- Deep Zoom against libvips' dzsave --------------------------------------------------------
+
+
+def write_texture_tiff(path: Path, side: int = TIFF_SIDE) -> Path:
+    """A pyramidal JPEG TIFF (256 px tiles, Q85): the left half textured tissue (noise over a
+    slowly varying colour), the right half white background. Written by libvips, streaming."""
+    import pyvips
+
+    half = side // 2
+    noise = [pyvips.Image.gaussnoise(half, side, sigma=14, seed=band) for band in range(3)]
+    shade = pyvips.Image.perlin(half, side, cell_size=128, seed=7) * 60
+    tissue = (noise[0].bandjoin(noise[1:]) + shade + [200, 150, 180]).cast("uchar")
+    glass = (pyvips.Image.black(side - half, side, bands=3) + 255).cast("uchar")
+    _save_pyramid(tissue.join(glass, "horizontal"), path)
+    return path
+
+
+def write_mirax_as_tiff(path: Path, layout: MiraxLayout) -> Path:
+    """The level-0 pixels of the bench MIRAX slide as a pyramidal TIFF (unscanned images in the
+    slide's background colour, as OpenSlide shows them): what libvips can read of that slide."""
+    import pyvips
+
+    tiles = TextureTiles(layout)
+    images = []
+    for gy in range(layout.images_y):
+        for gx in range(layout.images_x):
+            data = tiles(0, gx, gy)
+            if data is None:
+                images.append(pyvips.Image.black(IMAGE, IMAGE, bands=3) + list(layout.background))
+            else:
+                images.append(pyvips.Image.new_from_buffer(data, ""))
+    joined = pyvips.Image.arrayjoin([i.cast("uchar") for i in images], across=layout.images_x)
+    _save_pyramid(joined, path)
+    return path
+
+
+def _save_pyramid(image, path: Path) -> None:  # type: ignore[no-untyped-def]
+    image.tiffsave(
+        str(path), tile=True, tile_width=256, tile_height=256, pyramid=True,
+        compression="jpeg", Q=85,
+    )  # fmt: skip
+
+
+def _usage(started: float, out: Path) -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall": time.perf_counter() - started,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "peak_mb": usage.ru_maxrss / 1024,
+        "tiles": sum(1 for _ in out.rglob("*.jpeg")),
+    }
+
+
+def deep_zoom_ours(path: Path, out: Path) -> dict[str, float]:
+    """Open the slide, write the .dzi and every tile through a StorageSink into a local bucket."""
     from worker.layout import SlotLayout
     from worker.media.deepzoom import deep_zoom, write_pyramid
-    from worker.media.slide import open_slide
+    from worker.media.slide import background_rgb, open_slide
     from worker.sink import StorageSink
     from worker.storage.local import LocalStorage
 
-    with open_slide(path) as slide:
-        generator = deep_zoom(slide)
-        started = time.perf_counter()
-        if store_in is None:
-            tiles = write_pyramid(generator, NullSink(), lambda *_: None)
-        else:
-            storage = LocalStorage(Path(store_in))
-            with StorageSink(storage, SlotLayout("data", "bench")) as sink:
-                tiles = write_pyramid(generator, sink, lambda *_: None)
-        elapsed = time.perf_counter() - started
-    return {"tiles": tiles, "seconds": elapsed, "peak_mb": _peak_mb()}
+    started = time.perf_counter()
+    with (
+        open_slide(path) as slide,
+        StorageSink(LocalStorage(out), SlotLayout("data", "bench")) as sink,
+    ):
+        write_pyramid(slide, deep_zoom(slide), sink, lambda *_: None, background_rgb(slide))
+    return _usage(started, out)
 
 
-def measure_deep_tiles(path: Path, count: int) -> dict[str, float]:
-    from worker.media.deepzoom import _encode, deep_zoom
-    from worker.media.slide import open_slide
+def deep_zoom_vips(path: Path, out: Path) -> dict[str, float]:
+    """libvips' dzsave with the same tile geometry, format and quality."""
+    import pyvips
 
-    with open_slide(path) as slide:
-        generator = deep_zoom(slide)
-        top = generator.level_count - 1
-        cols, _ = generator.level_tiles[top]
-        started = time.perf_counter()
-        for i in range(count):
-            _encode(generator, top, i % cols, i // cols, None)
-        elapsed = time.perf_counter() - started
-    return {"tiles": count, "seconds": elapsed, "peak_mb": _peak_mb()}
+    from worker.media.deepzoom import OVERLAP, TILE_JPEG_QUALITY, TILE_SIZE
+
+    started = time.perf_counter()
+    image = pyvips.Image.new_from_file(str(path), access="sequential")
+    image.dzsave(
+        str(out / "slide"),
+        tile_size=TILE_SIZE,
+        overlap=OVERLAP,
+        suffix=f".jpeg[Q={TILE_JPEG_QUALITY}]",
+        layout="dz",
+    )
+    return _usage(started, out)
+
+
+def compare_deep_zoom(work: Path, inputs: dict[str, tuple[Path, Path]], rounds: int) -> None:
+    """Each input: (what we read, what libvips reads), measured alternately, each in a fresh
+    process writing into an empty folder."""
+    print("| input | round | tool | tiles | wall (s) | CPU (s) | tiles/s | peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    ratios: dict[str, list[float]] = {}
+    for name, (ours_reads, vips_reads) in inputs.items():
+        for round_ in range(1, rounds + 1):
+            walls = {}
+            for tool, function, source in (
+                ("mediaworker", deep_zoom_ours, ours_reads),
+                ("libvips dzsave", deep_zoom_vips, vips_reads),
+            ):
+                out = work / "out"
+                shutil.rmtree(out, ignore_errors=True)
+                out.mkdir(parents=True)
+                r = in_fresh_process(function, source, out)
+                walls[tool] = r["wall"]
+                print(
+                    f"| {name} | {round_} | {tool} | {int(r['tiles'])} | {r['wall']:.2f} |"
+                    f" {r['cpu']:.2f} | {r['tiles'] / r['wall']:.0f} | {r['peak_mb']:.0f} |"
+                )
+            ratios.setdefault(name, []).append(walls["libvips dzsave"] / walls["mediaworker"])
+    print()
+    for name, values in ratios.items():
+        shown = ", ".join(f"{v:.2f}x" for v in values)
+        print(f"{name}: mediaworker speed / libvips speed (wall), per round: {shown}")
 
 
 def in_fresh_process(function, *args):  # type: ignore[no-untyped-def]
@@ -186,12 +260,16 @@ def in_fresh_process(function, *args):  # type: ignore[no-untyped-def]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("bench/.work/slides"))
+    parser.add_argument("--rounds", type=int, default=2, help="Deep Zoom comparisons to run")
     args = parser.parse_args()
     slides = write_slides(args.work)
+    slides["tiff"] = write_texture_tiff(args.work / "texture.tiff")
+    slides["16k-tiff"] = write_mirax_as_tiff(args.work / "16k.tiff", layout_for(*SIZES["16k"]))
     print("| slide | size | open (s) | thumbnail (s) | level read | pixels read | peak RSS (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     thumbs = {}
-    for name, path in slides.items():
+    for name in ("4k", "64k"):
+        path = slides[name]
         runs = [in_fresh_process(measure_thumbnail, path) for _ in range(3)]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         thumbs[name] = med
@@ -203,28 +281,11 @@ def main() -> int:
         )
     ratio = thumbs["64k"]["thumb_s"] / thumbs["4k"]["thumb_s"]
     print(f"\nthumbnail time 64k / 4k: {ratio:.2f}x for a slide 256x larger in pixels\n")
-    print("| Deep Zoom tiles | tiles | seconds | tiles/s | peak RSS (MB) |")
-    print("| --- | --- | --- | --- | --- |")
-    bucket = args.work / "bucket"
-    rows = {
-        "4k, whole pyramid, null sink": (measure_pyramid, slides["4k"], None),
-        "4k, whole pyramid, StorageSink -> local bucket": (
-            measure_pyramid,
-            slides["4k"],
-            str(bucket),
-        ),
-        f"64k, first {DEEP_TILES_64K} full-resolution tiles": (
-            measure_deep_tiles,
-            slides["64k"],
-            DEEP_TILES_64K,
-        ),
+    inputs = {
+        f"{TIFF_SIDE}^2 JPEG TIFF": (slides["tiff"], slides["tiff"]),
+        "16k MIRAX (libvips: its pixels as TIFF)": (slides["16k"], slides["16k-tiff"]),
     }
-    for label, (function, *call) in rows.items():
-        r = in_fresh_process(function, *call)
-        print(
-            f"| {label} | {int(r['tiles'])} | {r['seconds']:.2f} |"
-            f" {r['tiles'] / r['seconds']:.0f} | {r['peak_mb']:.0f} |"
-        )
+    compare_deep_zoom(args.work, inputs, args.rounds)
     shutil.rmtree(args.work, ignore_errors=True)
     return 0
 

@@ -1,23 +1,36 @@
-"""The Deep Zoom pyramid of a slide, produced and written tile by tile.
+"""The Deep Zoom pyramid of a slide: read once at full resolution, built in memory, encoded in
+parallel, written through the sink.
 
 Tiles are 254 px with 1 px overlap (SPEC 4.3), so most are 256 px square, the size viewers fetch
-best. Each tile is read from the slide level closest to its scale, composited on the slide's
-background colour (OpenSlide returns unscanned areas transparent), encoded and handed to the
-sink at once: memory holds one tile plus what the sink's bounded queue holds, however large the
-slide.
+best. The geometry, names and sizes are those of OpenSlide's `DeepZoomGenerator`. Instead of
+reading every tile of every level from the slide, the full-resolution image is read in bands of
+whole rows (several at once: OpenSlide decodes without holding the GIL) and each lower level is
+made from the one above by halving (`worker.media.pyramid`), as libvips' `dzsave` does. Unscanned
+areas (transparent in OpenSlide) are composited on the slide's background colour; rows and
+columns outside the slide's reported bounds are not read at all. Tiles of one flat colour, such
+as background, are encoded once per size and colour. Memory holds a few bands, a tile row per
+level and a bounded number of tiles waiting to be encoded or written.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
+import os
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element, ElementTree, SubElement
 
+import openslide
 from openslide import OpenSlide
-from openslide.deepzoom import DeepZoomGenerator
-from PIL import ImageCms
+from PIL import Image, ImageCms
 
 from worker.layout import Rel
 from worker.media import ProgressCallback, Sink
+from worker.media.pyramid import Region, build_levels, level_sizes
 
 log = logging.getLogger(__name__)
 
@@ -27,54 +40,251 @@ TILE_FORMAT = "jpeg"
 TILE_JPEG_QUALITY = 80
 PROGRESS_EVERY = 64
 """Report progress every this many tiles: a callback per tile would cost more than it tells."""
+BAND_PIXELS = 4 * 1024**2
+"""Pixels per band of full-resolution rows (12 MB as RGB); at least one row of stored tiles."""
+READ_PIXELS = 1024**2
+"""Pixels per read from the slide at most (4 MB as RGBA)."""
+TILES_IN_FLIGHT = 128
+"""Tiles cut but not yet handed to the sink (at most ~25 MB of 256 px RGB tiles)."""
+Rgb = tuple[int, int, int]
 
 
-def deep_zoom(slide: OpenSlide, limit_bounds: bool = False) -> DeepZoomGenerator:
-    """The generator for SPEC 4.3's pyramid.
+@dataclass(frozen=True)
+class DeepZoom:
+    """Where the pyramid's full-resolution image lies in the slide, and its geometry."""
+
+    origin: tuple[int, int]
+    """Level-0 slide coordinates of the image's top-left pixel."""
+    size: tuple[int, int]
+    bounds: tuple[int, int, int, int] | None
+    """The part of the image the slide reports non-empty (x0, y0, x1, y1), if it does."""
+
+    @property
+    def level_dimensions(self) -> list[tuple[int, int]]:
+        return level_sizes(*self.size)
+
+    @property
+    def level_count(self) -> int:
+        return len(self.level_dimensions)
+
+    @property
+    def level_tiles(self) -> list[tuple[int, int]]:
+        """Tiles (across, down) of each level, smallest level first."""
+        return [
+            (math.ceil(w / TILE_SIZE), math.ceil(h / TILE_SIZE)) for w, h in self.level_dimensions
+        ]
+
+    @property
+    def tiles_per_level(self) -> list[int]:
+        return [cols * rows for cols, rows in self.level_tiles]
+
+    @property
+    def tile_count(self) -> int:
+        return sum(self.tiles_per_level)
+
+    def dzi(self) -> str:
+        """The `.dzi` descriptor, as OpenSlide's `DeepZoomGenerator.get_dzi` writes it."""
+        image = Element(
+            "Image",
+            TileSize=str(TILE_SIZE),
+            Overlap=str(OVERLAP),
+            Format=TILE_FORMAT,
+            xmlns="http://schemas.microsoft.com/deepzoom/2008",
+        )
+        SubElement(image, "Size", Width=str(self.size[0]), Height=str(self.size[1]))
+        out = io.BytesIO()
+        ElementTree(image).write(out, encoding="UTF-8")
+        return out.getvalue().decode("UTF-8")
+
+
+def deep_zoom(slide: OpenSlide, limit_bounds: bool = False) -> DeepZoom:
+    """The pyramid of SPEC 4.3 for `slide`.
 
     `limit_bounds` is off by default so that Deep Zoom pixel coordinates are the slide's level-0
-    coordinates: annotations drawn in the viewer then map to the slide without an offset."""
-    return DeepZoomGenerator(slide, tile_size=TILE_SIZE, overlap=OVERLAP, limit_bounds=limit_bounds)
+    coordinates: annotations drawn in the viewer then map to the slide without an offset. On, the
+    image is the slide's non-empty bounds, as OpenSlide's generator computes them."""
+    width, height = slide.dimensions
+    props = slide.properties
+    try:
+        x = int(props[openslide.PROPERTY_NAME_BOUNDS_X])
+        y = int(props[openslide.PROPERTY_NAME_BOUNDS_Y])
+        w = int(props[openslide.PROPERTY_NAME_BOUNDS_WIDTH])
+        h = int(props[openslide.PROPERTY_NAME_BOUNDS_HEIGHT])
+    except (KeyError, ValueError):
+        return DeepZoom((0, 0), (width, height), None)
+    if not limit_bounds:
+        return DeepZoom((0, 0), (width, height), (x, y, x + w, y + h))
+    # The same arithmetic as the generator, so that sizes agree to the pixel.
+    size = (math.ceil(width * (w / width)), math.ceil(height * (h / height)))
+    return DeepZoom((x, y), size, (0, 0, *size))
 
 
 def write_pyramid(
-    generator: DeepZoomGenerator,
+    slide: OpenSlide,
+    pyramid: DeepZoom,
     sink: Sink,
     progress: ProgressCallback,
+    background: Rgb,
     to_srgb: ImageCms.ImageCmsTransform | None = None,
+    threads: int | None = None,
 ) -> int:
-    """Write `Rel.DZI` and every tile, smallest level first; returns the tile count."""
-    sink.put_bytes(Rel.DZI, generator.get_dzi(TILE_FORMAT).encode(), "application/xml")
-    total = generator.tile_count
-    done = 0
-    progress("tiles", 0, total)
-    for level in range(generator.level_count):
-        cols, rows = generator.level_tiles[level]
-        for row in range(rows):
-            for col in range(cols):
-                sink.put_bytes(
-                    Rel.tile(level, col, row),
-                    _encode(generator, level, col, row, to_srgb),
-                    "image/jpeg",
-                )
-                done += 1
-                if done % PROGRESS_EVERY == 0:
-                    progress("tiles", done, total)
-    progress("tiles", done, total)
-    log.debug("wrote %d Deep Zoom tiles in %d levels", done, generator.level_count)
-    return done
+    """Write `Rel.DZI` and every tile; returns the tile count."""
+    sink.put_bytes(Rel.DZI, pyramid.dzi().encode(), "application/xml")
+    threads = threads or _cpu_count()
+    reader = _BandReader(slide, pyramid, background, to_srgb, threads)
+    with ThreadPoolExecutor(threads, thread_name_prefix="deepzoom") as pool:
+        writer = _TileWriter(pool, sink, progress, pyramid.tile_count)
+        top, levels = build_levels(*pyramid.size, TILE_SIZE, OVERLAP, writer.submit)
+        for band in reader.prefetched(pool):
+            top.push(*band())
+        writer.finish()
+    assert all(level.done for level in levels)
+    log.debug("wrote %d Deep Zoom tiles in %d levels", writer.done, pyramid.level_count)
+    return writer.done
 
 
-def _encode(
-    generator: DeepZoomGenerator,
-    level: int,
-    col: int,
-    row: int,
-    to_srgb: ImageCms.ImageCmsTransform | None,
-) -> bytes:
-    tile = generator.get_tile(level, (col, row))
-    if to_srgb is not None:
-        tile = ImageCms.applyTransform(tile, to_srgb)
-    out = io.BytesIO()
-    tile.save(out, "JPEG", quality=TILE_JPEG_QUALITY)
-    return out.getvalue()
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+Band = tuple[Image.Image, Image.Image | None]
+"""Rows of the full-resolution image, and the same rows halved when that can be done alone (the
+rows start on an even row and column and span an even number of each, or end the image)."""
+
+
+class _BandReader:
+    """Full-width bands of the pyramid's image, RGB on the slide's background colour, each read
+    as a few column pieces on the pool, so that every thread decodes."""
+
+    def __init__(
+        self,
+        slide: OpenSlide,
+        pyramid: DeepZoom,
+        background: Rgb,
+        to_srgb: ImageCms.ImageCmsTransform | None,
+        threads: int,
+    ) -> None:
+        self.slide = slide
+        self.pyramid = pyramid
+        self.background = background
+        self.to_srgb = to_srgb
+        width = pyramid.size[0]
+        # Bands and pieces follow the slide's own tiles, so that no stored tile is decoded twice.
+        props = slide.properties
+        stored_h = int(props.get("openslide.level[0].tile-height", 256) or 256)
+        stored_w = int(props.get("openslide.level[0].tile-width", 256) or 256)
+        self.rows = stored_h * max(1, BAND_PIXELS // (width * stored_h))
+        pieces = max(threads, math.ceil(width * self.rows / READ_PIXELS))
+        columns = math.ceil(width / pieces / stored_w) * stored_w
+        self.columns = columns + columns % 2
+
+    def prefetched(self, pool: ThreadPoolExecutor) -> Iterator[Callable[[], Band]]:
+        """Each band, read while the caller uses the one before it."""
+        queued: deque[Callable[[], Band]] = deque()
+        for y, rows in self._bands():
+            queued.append(self._submit(pool, y, rows))
+            if len(queued) > 1:
+                yield queued.popleft()
+        yield from queued
+
+    def _bands(self) -> Iterator[tuple[int, int]]:
+        height = self.pyramid.size[1]
+        first = self.rows - self.pyramid.origin[1] % self.rows
+        yield 0, min(first, height)
+        for y in range(first, height, self.rows):
+            yield y, min(self.rows, height - y)
+
+    def _submit(self, pool: ThreadPoolExecutor, y: int, rows: int) -> Callable[[], Band]:
+        width, height = self.pyramid.size
+        x0, x1 = 0, width
+        if self.pyramid.bounds is not None:
+            bx0, by0, bx1, by1 = self.pyramid.bounds
+            x0, x1 = (bx0, bx1) if by0 < y + rows and y < by1 else (0, 0)
+            # Even edges keep pieces halvable; the extra column is outside the bounds (empty).
+            x0, x1 = max(0, x0 - x0 % 2), min(width, x1 + x1 % 2)
+        pieces = []
+        for left in range(x0 - x0 % self.columns, x1, self.columns):
+            start, stop = max(left, x0), min(left + self.columns, x1)
+            pieces.append((start, pool.submit(self._read, start, y, (stop - start, rows))))
+        halvable = y % 2 == 0 and (rows % 2 == 0 or y + rows == height)
+
+        def assemble() -> Band:
+            if len(pieces) == 1 and pieces[0][0] == 0 and x1 == width:
+                band, half = pieces.pop()[1].result()
+                return band, half if halvable else None
+            band = Image.new("RGB", (width, rows), self.background)
+            half_size = (math.ceil(width / 2), math.ceil(rows / 2))
+            halved: Image.Image | None = Image.new("RGB", half_size, self.background)
+            while pieces:  # popped, so that each piece is freed once pasted
+                left, piece = pieces.pop()
+                rgb, half = piece.result()
+                band.paste(rgb, (left, 0))
+                if halved is not None and half is not None:
+                    halved.paste(half, (left // 2, 0))
+                else:
+                    halved = None
+            return band, halved if halvable else None
+
+        return assemble
+
+    def _read(self, x: int, y: int, size: tuple[int, int]) -> Band:
+        ox, oy = self.pyramid.origin
+        region = self.slide.read_region((ox + x, oy + y), 0, size)
+        if region.getchannel("A").getextrema() == (255, 255):
+            flat = region.convert("RGB")
+        else:
+            flat = Image.new("RGB", size, self.background)
+            flat.paste(region, mask=region)
+        if self.to_srgb:
+            flat = ImageCms.applyTransform(flat, self.to_srgb)
+        even = x % 2 == 0 and (size[0] % 2 == 0 or x + size[0] == self.pyramid.size[0])
+        return flat, flat.reduce(2) if even else None
+
+
+class _TileWriter:
+    """Encodes tiles on the pool and hands them to the sink in the order they were cut."""
+
+    def __init__(
+        self, pool: ThreadPoolExecutor, sink: Sink, progress: ProgressCallback, total: int
+    ) -> None:
+        self.pool = pool
+        self.sink = sink
+        self.progress = progress
+        self.total = total
+        self.done = 0
+        self.queued: deque[tuple[str, Future[bytes]]] = deque()
+        self.flat: dict[tuple[int, int, bytes], bytes] = {}
+        progress("tiles", 0, total)
+
+    def submit(self, level: int, col: int, row: int, region: Region) -> None:
+        encoded = self.pool.submit(self._encode, region)
+        self.queued.append((Rel.tile(level, col, row), encoded))
+        while len(self.queued) > TILES_IN_FLIGHT:
+            self._put_oldest()
+
+    def finish(self) -> None:
+        while self.queued:
+            self._put_oldest()
+        self.progress("tiles", self.done, self.total)
+
+    def _put_oldest(self) -> None:
+        rel, encoded = self.queued.popleft()
+        self.sink.put_bytes(rel, encoded.result(), "image/jpeg")
+        self.done += 1
+        if self.done % PROGRESS_EVERY == 0:
+            self.progress("tiles", self.done, self.total)
+
+    def _encode(self, region: Region) -> bytes:
+        tile = region.image()
+        raw = tile.tobytes()
+        pixel = raw[:3]
+        # One flat colour (background, empty glass) encodes to the same bytes every time.
+        flat = raw[-3:] == pixel and raw == pixel * (len(raw) // 3)
+        key = (tile.width, tile.height, pixel)
+        if flat and key in self.flat:
+            return self.flat[key]
+        out = io.BytesIO()
+        tile.save(out, "JPEG", quality=TILE_JPEG_QUALITY)
+        if flat:
+            self.flat[key] = out.getvalue()
+        return out.getvalue()

@@ -57,9 +57,9 @@ def process_slide(
         sink.put_bytes(Rel.THUMBNAIL, _jpeg(thumbnail(slide, background, to_srgb)), "image/jpeg")
         progress("thumbnail", 1, 1)
         associated = _write_associated(slide, sink, background, to_srgb)
-        generator = deep_zoom(slide, limit_bounds)
-        tiles = write_pyramid(generator, sink, progress, to_srgb)
-        return _result(slide, generator.level_count, tiles, associated)
+        pyramid = deep_zoom(slide, limit_bounds)
+        tiles = write_pyramid(slide, pyramid, sink, progress, background, to_srgb)
+        return _result(slide, pyramid.level_count, tiles, associated)
 
 
 @contextmanager
