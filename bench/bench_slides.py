@@ -113,7 +113,10 @@ def write_slides(work: Path) -> dict[str, Path]:
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. Not ru_maxrss: Linux carries that over from the
+    parent through fork and exec, and the parent has written the slides."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 def measure_thumbnail(path: Path) -> dict[str, float]:
@@ -183,7 +186,7 @@ def _usage(started: float, out: Path) -> dict[str, float]:
     return {
         "wall": time.perf_counter() - started,
         "cpu": usage.ru_utime + usage.ru_stime,
-        "peak_mb": usage.ru_maxrss / 1024,
+        "peak_mb": _peak_mb(),
         "tiles": sum(1 for _ in out.rglob("*.jpeg")),
     }
 

@@ -42,10 +42,15 @@ PROGRESS_EVERY = 64
 """Report progress every this many tiles: a callback per tile would cost more than it tells."""
 BAND_PIXELS = 4 * 1024**2
 """Pixels per band of full-resolution rows (12 MB as RGB); at least one row of stored tiles."""
+BANDS_AHEAD = 2
+"""Bands being read while the pyramid takes in the current one (keeps the pool busy when the
+main thread waits for a core)."""
 READ_PIXELS = 1024**2
 """Pixels per read from the slide at most (4 MB as RGBA)."""
 TILES_IN_FLIGHT = 128
 """Tiles cut but not yet handed to the sink (at most ~25 MB of 256 px RGB tiles)."""
+FLAT_TILES_KEPT = 256
+"""Encoded flat tiles remembered (background is one colour; a few sizes at the edges)."""
 Rgb = tuple[int, int, int]
 
 
@@ -132,12 +137,16 @@ def write_pyramid(
     sink.put_bytes(Rel.DZI, pyramid.dzi().encode(), "application/xml")
     threads = threads or _cpu_count()
     reader = _BandReader(slide, pyramid, background, to_srgb, threads)
-    with ThreadPoolExecutor(threads, thread_name_prefix="deepzoom") as pool:
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="deepzoom")
+    try:
         writer = _TileWriter(pool, sink, progress, pyramid.tile_count)
         top, levels = build_levels(*pyramid.size, TILE_SIZE, OVERLAP, writer.submit)
         for band in reader.prefetched(pool):
             top.push(*band())
         writer.finish()
+    finally:
+        # On failure, reads and encodes not started yet are dropped, not run.
+        pool.shutdown(wait=True, cancel_futures=True)
     assert all(level.done for level in levels)
     log.debug("wrote %d Deep Zoom tiles in %d levels", writer.done, pyramid.level_count)
     return writer.done
@@ -179,11 +188,11 @@ class _BandReader:
         self.columns = columns + columns % 2
 
     def prefetched(self, pool: ThreadPoolExecutor) -> Iterator[Callable[[], Band]]:
-        """Each band, read while the caller uses the one before it."""
+        """Each band, read while the caller uses the ones before it."""
         queued: deque[Callable[[], Band]] = deque()
         for y, rows in self._bands():
             queued.append(self._submit(pool, y, rows))
-            if len(queued) > 1:
+            if len(queued) > BANDS_AHEAD:
                 yield queued.popleft()
         yield from queued
 
@@ -285,6 +294,6 @@ class _TileWriter:
             return self.flat[key]
         out = io.BytesIO()
         tile.save(out, "JPEG", quality=TILE_JPEG_QUALITY)
-        if flat:
+        if flat and len(self.flat) < FLAT_TILES_KEPT:
             self.flat[key] = out.getvalue()
         return out.getvalue()

@@ -3,9 +3,9 @@
 `path` is a local slide: a `.mrxs` with its folder beside it (checked complete first, see
 `worker.media.mirax`), a `.dcm` instance with the rest of its DICOM series beside it (checked
 likewise, see `worker.media.dicom`), or one file of any format OpenSlide reads (SVS, NDPI,
-generic tiled TIFF, ...), recognised by content. Work grows with the output, not the slide: the
-thumbnail reads the level closest to its size in bounded strips, and tiles stream to the sink one
-at a time.
+generic tiled TIFF, ...), recognised by content. The thumbnail reads the level closest to its size
+in bounded strips, so its work grows with the thumbnail, not the slide; the Deep Zoom pyramid
+reads the slide once, at full resolution, in bands (`worker.media.deepzoom`).
 """
 
 from __future__ import annotations
