@@ -9,7 +9,8 @@ made from the one above by halving (`worker.media.pyramid`), as libvips' `dzsave
 areas (transparent in OpenSlide) are composited on the slide's background colour; rows and
 columns outside the slide's reported bounds are not read at all. Tiles of one flat colour, such
 as background, are encoded once per size and colour. Memory holds a few bands, a tile row per
-level and a bounded number of tiles waiting to be encoded or written.
+level and a bounded number of tiles waiting to be encoded or written: it does not grow with the
+slide's height, but bands are full width, so it grows with the slide's width.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ main thread waits for a core)."""
 READ_PIXELS = 1024**2
 """Pixels per read from the slide at most (4 MB as RGBA)."""
 TILES_IN_FLIGHT = 128
-"""Tiles cut but not yet handed to the sink (at most ~25 MB of 256 px RGB tiles)."""
+"""Tiles being encoded or waiting for the sink (each keeps the rows it is cut from alive)."""
 FLAT_TILES_KEPT = 256
 """Encoded flat tiles remembered (background is one colour; a few sizes at the edges)."""
 Rgb = tuple[int, int, int]
@@ -152,6 +153,16 @@ def write_pyramid(
     return writer.done
 
 
+def _stored_tile(slide: OpenSlide, side: str) -> int:
+    """The slide's stored tile size; 256 when absent or implausible (a file's claim, and bands
+    are sized from it)."""
+    try:
+        value = int(slide.properties.get(f"openslide.level[0].tile-{side}", 256))
+    except ValueError:
+        return 256
+    return value if 16 <= value <= 4096 else 256
+
+
 def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -179,9 +190,7 @@ class _BandReader:
         self.to_srgb = to_srgb
         width = pyramid.size[0]
         # Bands and pieces follow the slide's own tiles, so that no stored tile is decoded twice.
-        props = slide.properties
-        stored_h = int(props.get("openslide.level[0].tile-height", 256) or 256)
-        stored_w = int(props.get("openslide.level[0].tile-width", 256) or 256)
+        stored_w, stored_h = _stored_tile(slide, "width"), _stored_tile(slide, "height")
         self.rows = stored_h * max(1, BAND_PIXELS // (width * stored_h))
         pieces = max(threads, math.ceil(width * self.rows / READ_PIXELS))
         columns = math.ceil(width / pieces / stored_w) * stored_w
