@@ -20,7 +20,7 @@ install: $(STAMP)
 demo: install
 	rm -rf demo-bucket && mkdir -p .cache
 	$(BIN)/python -m fixtures demo-bucket --demo > .cache/demo-keys.txt
-	$(BIN)/mediaworker process demo $$(cat .cache/demo-keys.txt)
+	$(BIN)/mediaworker process demo $$(cat .cache/demo-keys.txt) --report demo-bucket/report.html
 	@echo "renditions and metadata.json files are under demo-bucket/data/"
 	@echo "the same items again, through the queue on the embedded broker (no server):"
 	rm -rf .cache/broker

@@ -16,6 +16,7 @@ from worker.cli.operate import check_command, policy_command, reprocess_command,
 from worker.cli.process import process_command
 from worker.cli.queue import enqueue_command, worker_command
 from worker.cli.readonly import preextract_command, verify_command
+from worker.cli.report import report_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -34,6 +35,7 @@ for _command in (
     policy_command,
     enqueue_command,
     worker_command,
+    report_command,
 ):
     cli.add_command(_command)
 

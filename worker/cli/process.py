@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from pathlib import Path
+
 import click
 
 from worker.cli.common import (
@@ -12,6 +15,7 @@ from worker.cli.common import (
     result_json,
     setup,
 )
+from worker.cli.report import report_option, write_run_report
 from worker.items import Item, ItemType
 from worker.pipeline import process_item
 from worker.storage import open_storage
@@ -26,6 +30,7 @@ TYPE_CHOICE = click.Choice([t.value for t in ItemType])
 @click.option("--fps", type=click.FloatRange(min=0), default=0, help="0 = native frame rate.")
 @click.option("--item-id", default=None, help="Only with a single KEY; default: UUIDv5 of the key.")
 @click.option("--slot", default="0", show_default=True)
+@report_option
 @common_options
 def process_command(
     integration: str,
@@ -34,6 +39,7 @@ def process_command(
     fps: float,
     item_id: str | None,
     slot: str,
+    report_path: Path | None,
     config_file: str | None,
     as_json: bool,
     verbose: bool,
@@ -55,6 +61,7 @@ def process_command(
         for key in keys
     ]
     results = []
+    started = datetime.now(UTC)
     with progress_bar(len(items), "processing", enabled=not as_json) as advance:
         for item in items:
             result = process_item(item, settings, storage)
@@ -62,4 +69,5 @@ def process_command(
             if as_json:
                 emit_json(result_json(result))
             advance()
+    write_run_report(report_path, results, settings, "process", started)
     return report(results, as_json)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import click
@@ -12,6 +14,7 @@ import click
 from worker.celery_app import QUEUES, app, is_embedded, queue_name
 from worker.cli.common import common_options, emit_json, progress_bar, report, setup, stderr
 from worker.cli.process import TYPE_CHOICE
+from worker.cli.report import report_option, write_run_report
 from worker.errors import ConfigError, Reason
 from worker.items import Item, ItemType
 from worker.payloads import ItemResult
@@ -34,6 +37,7 @@ from worker.rabbitmq import consumer_timeout_problem
 @click.option("--slot", default="0", show_default=True)
 @click.option("--wait", is_flag=True, help="Wait for the results and report them like `process`.")
 @click.option("--timeout", type=float, default=3600, show_default=True, help="With --wait.")
+@report_option
 @common_options
 def enqueue_command(
     integration: str | None,
@@ -44,6 +48,7 @@ def enqueue_command(
     slot: str,
     wait: bool,
     timeout: float,
+    report_path: Path | None,
     config_file: str | None,
     as_json: bool,
     verbose: bool,
@@ -53,6 +58,8 @@ def enqueue_command(
         raise click.UsageError("give INTEGRATION and KEYs, or --from-file items.jsonl")
     if keys and not integration:
         raise click.UsageError("KEYs need the INTEGRATION they belong to")
+    if report_path and not wait:
+        raise click.UsageError("--report needs --wait: the page shows the results")
     settings = setup(config_file, verbose)
     items = [
         Item(integration=str(integration), key=k, type=ItemType(item_type), fps=fps, slot=slot)
@@ -60,12 +67,14 @@ def enqueue_command(
     ]
     if from_file is not None:
         items.extend(_read_items(from_file, integration))
+    started = datetime.now(UTC)
     sent = send_items(items, settings)
     if not wait:
         for entry in sent:
             _report_sent(entry, as_json)
         return 0
     results = _wait(sent, settings, timeout, as_json)
+    write_run_report(report_path, results, settings, "enqueue --wait", started)
     return report(results, as_json)
 
 

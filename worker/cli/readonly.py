@@ -8,6 +8,7 @@ those assets and `registration.jsonl`.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from worker.cli.common import (
     setup,
     stderr,
 )
+from worker.cli.report import report_option, write_run_report
 from worker.errors import ConfigError, TransientError, reason_of
 from worker.items import Item
 from worker.layout import SlotLayout
@@ -55,12 +57,14 @@ Job = tuple[Item, Payload | None]
     help="JSON lines: registration payloads (registration.jsonl), result lines or items.",
 )
 @click.option("--slot", default="0", show_default=True, help="Slot of KEYs.")
+@report_option
 @common_options
 def verify_command(
     integration: str,
     keys: tuple[str, ...],
     from_file: Path | None,
     slot: str,
+    report_path: Path | None,
     config_file: str | None,
     as_json: bool,
     verbose: bool,
@@ -81,6 +85,7 @@ def verify_command(
     else:
         jobs = _jobs_from_listing(storage, target.prefix, integration)
     results = []
+    started = datetime.now(UTC)
     with progress_bar(len(jobs), "verifying", enabled=not as_json) as advance:
         for item, payload in jobs:
             result = _verify_one(item, target, storage, payload)
@@ -90,6 +95,7 @@ def verify_command(
             advance()
     if not as_json:
         _print_problems(results)
+    write_run_report(report_path, results, settings, "verify", started)
     return report(results, as_json)
 
 
@@ -176,6 +182,7 @@ def _print_problems(results: list[ItemResult]) -> None:
 @click.option("--prefix", default=None, help="Prefix of the layout (default: data).")
 @click.option("--fps", type=click.FloatRange(min=0), default=0, help="0 = native frame rate.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Items in parallel.")
+@report_option
 @common_options
 def preextract_command(
     source: str,
@@ -183,6 +190,7 @@ def preextract_command(
     prefix: str | None,
     fps: float,
     jobs: int | None,
+    report_path: Path | None,
     config_file: str | None,
     as_json: bool,
     verbose: bool,
@@ -202,6 +210,7 @@ def preextract_command(
     items = plan_items(plan, discover(plan, exclude=local_dest))
     if not items:
         raise ConfigError(f"SOURCE {source} holds no files to extract")
+    started = datetime.now(UTC)
     with progress_bar(len(items), "extracting", enabled=not as_json) as advance:
 
         def done(result: ItemResult) -> None:
@@ -213,4 +222,5 @@ def preextract_command(
     key = write_registration(plan, results)
     if not as_json:
         stderr.print(f"registration payloads: {key} in {dest}")
+    write_run_report(report_path, results, dest_settings, "preextract", started)
     return report(results, as_json)
