@@ -18,6 +18,8 @@
     }
     return node;
   }
+  // Help texts mark commands and names with backticks, as the docs do.
+  const withCode = (text) => text.split("`").map((part, i) => (i % 2 ? el("code", {}, part) : part));
   const abs = (url) => new URL(url, document.baseURI).href;
   const byId = (id) => DATA.items.find((item) => item.id === id);
   const local = DATA.signed_until === null;
@@ -71,8 +73,8 @@
         el("a", { href: `#${item.id}`, "data-open": item.id }, item.key), `: ${item.message}`)));
       box.append(el("div", { class: "reason", "data-reason": reason },
         el("h3", {}, `${reason} (${items.length})`),
-        el("p", {}, help.meaning),
-        el("p", { class: "fix" }, `What to do: ${help.fix}`),
+        el("p", {}, ...withCode(help.meaning)),
+        el("p", { class: "fix" }, "What to do: ", ...withCode(help.fix)),
         list));
     }
   }
