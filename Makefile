@@ -15,7 +15,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+# The report page's scripts (hls.js, OpenSeadragon): npm ci of package-lock.json, then copied
+# into worker/report/static/ where the report inlines them.
+REPORT_ASSETS := worker/report/static/.package-lock.json
+$(REPORT_ASSETS): package.json package-lock.json
+	scripts/bundle-report-assets
+
+install: $(STAMP) $(REPORT_ASSETS)
 
 demo: install
 	rm -rf demo-bucket && mkdir -p .cache
@@ -32,6 +38,7 @@ demo: install
 
 test: install
 	scripts/ensure-azurite
+	scripts/ensure-browser
 	$(BIN)/pytest
 
 lint: install
