@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ from pydantic import ValidationError
 from worker.config import MAX_SIGNED_URL_SECONDS, Integration, Settings
 from worker.errors import ConfigError
 from worker.payloads import ItemResult
+from worker.reasons import help_for
 from worker.report.page import render
 from worker.report.urls import RelativeUrls, Urls, serve_hint, urls_for
-from worker.report.views import item_view, reason_help
+from worker.report.views import ItemView, item_view
 
 __all__ = ["RunInfo", "load_results", "write_report"]
 
@@ -80,24 +81,26 @@ def write_report(
             integration = files if files is not None else settings.integration(name)
             url_makers[name] = urls_for(integration, settings, out, seconds)
         views.append(item_view(result, url_makers[name]))
-    roots = [u.root for u in url_makers.values() if isinstance(u, RelativeUrls)]
-    until = [u.signed_until for u in url_makers.values() if u.signed_until is not None]
-    data = {
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(_page_data(views, run, out, list(url_makers.values()))), "utf-8")
+    return out
+
+
+def _page_data(views: list[ItemView], run: RunInfo, out: Path, urls: list[Urls]) -> dict[str, Any]:
+    roots = [u.root for u in urls if isinstance(u, RelativeUrls)]
+    until = [u.signed_until for u in urls if u.signed_until is not None]
+    reasons = {v.reason for v in views if v.reason}
+    return {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "run": run.as_json(),
         "signed_until": min(until).isoformat(timespec="seconds") if until else None,
         "serve_hint": serve_hint(out, roots) if roots else None,
-        "counts": _counts(views),
-        "reasons": {v["reason"]: reason_help(v["reason"]) for v in views if v["reason"]},
-        "items": views,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(data), encoding="utf-8")
-    return out
-
-
-def _counts(views: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
-    return {
-        field: dict(Counter(v[field] for v in views if v[field]).most_common())
-        for field in ("type", "status", "reason")
+        "counts": {
+            field: dict(
+                Counter(getattr(v, field) for v in views if getattr(v, field)).most_common()
+            )
+            for field in ("type", "status", "reason")
+        },
+        "reasons": {code: asdict(help_for(code)) for code in sorted(reasons)},
+        "items": [v.model_dump(mode="json") for v in views],
     }

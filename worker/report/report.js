@@ -121,6 +121,7 @@
     const item = byId(id);
     const dialog = document.getElementById("viewer");
     closeViewer();
+    state.errors = [];
     document.getElementById("viewer-title").textContent = item.key;
     const reason = item.reason ? ` (${item.reason}) ${item.message}` : "";
     document.getElementById("viewer-status").textContent = `${item.type} · ${item.status}${reason}`;
