@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -68,6 +70,15 @@ def chromium() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
+
+
+def page_data(page: Path) -> dict[str, Any]:
+    """The data block a report page was written with."""
+    found = re.search(
+        r'<script id="report-data" type="application/json">(.*?)</script>', page.read_text(), re.S
+    )
+    assert found, f"{page} holds no report data"
+    return json.loads(found.group(1))
 
 
 def screenshot(driver: Any, name: str) -> Path:

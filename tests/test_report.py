@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 import io
-import json
-import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import requests
+from browser import page_data
 from ops_support import run_cli, write_config
 from PIL import Image
 
@@ -25,13 +23,6 @@ SPEC_CODES = {
     "mirax_incomplete", "slide_incomplete", "timeout", "storage_unavailable", "poison",
     "invalid_item", "internal_error",
 }  # fmt: skip
-
-
-def _page_data(page: Path) -> dict[str, Any]:
-    found = re.search(r'<script id="report-data" type="application/json">(.*?)</script>',
-                      page.read_text(), re.S)  # fmt: skip
-    assert found, "the page holds no data block"
-    return json.loads(found.group(1))
 
 
 def test_every_reason_code_has_a_fix_and_the_docs_list_them() -> None:
@@ -56,7 +47,7 @@ def test_report_of_a_bucket_uses_signed_urls_that_work(make_integration, tmp_pat
                              "--report", str(page))  # fmt: skip
 
     assert code == 1, err
-    data = _page_data(page)
+    data = page_data(page)
     until = datetime.fromisoformat(data["signed_until"])
     assert before + timedelta(hours=4) - timedelta(seconds=5) <= until
     assert until <= datetime.now(UTC) + timedelta(hours=4)
@@ -65,7 +56,7 @@ def test_report_of_a_bucket_uses_signed_urls_that_work(make_integration, tmp_pat
     assert thumb.status_code == 200
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 356
     [bad] = [i for i in data["items"] if i["status"] == "failed"]
-    assert bad["reason"] == "corrupt_media" and "thumb" not in bad
+    assert bad["reason"] == "corrupt_media" and bad["thumb"] is None
     assert data["reasons"]["corrupt_media"]["fix"] == REASONS["corrupt_media"].fix
     assert "Signature=" not in err
 
@@ -74,7 +65,7 @@ def test_report_of_a_bucket_uses_signed_urls_that_work(make_integration, tmp_pat
     code, _, err = run_cli(capsys, "report", str(results), "--expires", "600",
                            "--config", str(config))  # fmt: skip
     assert code == 0, err
-    again = _page_data(results.with_suffix(".html"))
+    again = page_data(results.with_suffix(".html"))
     assert datetime.fromisoformat(again["signed_until"]) <= datetime.now(UTC) + timedelta(
         seconds=600
     )
@@ -87,3 +78,9 @@ def test_report_refuses_a_file_that_holds_no_results(tmp_path, capsys) -> None:
     lines.write_text('{"task_id": "1", "queue": "images", "key": "a.jpg"}\n')
     code, _, err = run_cli(capsys, "report", str(lines))
     assert code == 2 and "sent.jsonl:1: not a result line" in err
+
+
+def test_enqueue_takes_report_only_with_wait(tmp_path, capsys) -> None:
+    code, _, err = run_cli(capsys, "enqueue", "demo", "a.jpg", "--report", str(tmp_path / "r.html"))
+    assert code == 2 and "--report needs --wait" in err
+    assert not (tmp_path / "r.html").exists()

@@ -21,7 +21,8 @@ from typing import Any
 
 import av
 import pytest
-from browser import chromium, screenshot, serve, wait_for
+from browser import chromium, page_data, screenshot, serve, wait_for
+from ops_support import write_config
 
 from fixtures.images import generate_images
 from fixtures.slides import generate_slides
@@ -30,6 +31,7 @@ from worker.cli import cli
 from worker.cli.common import run_guarded
 from worker.media.frames import low_size
 from worker.reasons import REASONS
+from worker.storage import open_writable
 
 VIDEOS = ("videos/hd_1080p.mp4", "videos/rotated.mp4", "videos/hevc_10bit.mp4", "videos/vp9.webm")
 STALL_NOTES = {"bufferSeekOverHole", "bufferNudgeOnStall", "bufferStalledError"}
@@ -239,10 +241,58 @@ def test_report_of_a_results_file_reads_the_folder_it_is_told(batch: Any, tmp_pa
     page = dest / "pages" / "again.html"
     argv = ["report", str(lines), "--files", str(dest), "--out", str(page)]
     assert run_guarded(lambda: cli.main(argv, "mediaworker", standalone_mode=False)) == 0
-    data = json.loads(
-        page.read_text().split('type="application/json">', 1)[1].split("</script>")[0]
-    )
+    data = page_data(page)
     thumbs = [item["thumb"] for item in data["items"] if item["status"] == "ok"]
     assert len(thumbs) == len(results) - len(BROKEN)
     assert all(t.startswith("../data/") and (page.parent / t).is_file() for t in thumbs)
     assert data["signed_until"] is None
+
+
+def test_verify_writes_the_report_of_what_it_checked(batch: Any, tmp_path: Path) -> None:
+    """Renditions uploaded, sources forgotten: every item is missing assets, and the page
+    groups them with what to do."""
+    dest, results = batch
+    config = tmp_path / "mediaworker.toml"
+    config.write_text(
+        f'[integrations.shelf]\nprovider = "local"\nroot = "{dest}"\nreadonly = true\n'
+    )
+    page = dest / "verified.html"
+    argv = ["verify", "shelf", "--from-file", str(dest / "registration.jsonl"), "--json"]
+    argv += ["--config", str(config), "--report", str(page)]
+    with redirect_stdout(StringIO()):
+        assert run_guarded(lambda: cli.main(argv, "mediaworker", standalone_mode=False)) == 1
+    data = page_data(page)
+    assert data["counts"]["status"] == {"missing_assets": len(results) - len(BROKEN)}
+    assert data["reasons"]["missing_assets"]["fix"] == REASONS["missing_assets"].fix
+    assert all(i["problems"][0]["key"] == i["key"] for i in data["items"])
+    assert all(i["thumb"] and (dest / i["thumb"]).is_file() for i in data["items"])
+    assert data["run"]["command"] == "verify"
+
+
+def test_a_bucket_report_opened_from_disk_shows_signed_thumbnails_and_tiles(
+    make_integration, tmp_path: Path
+) -> None:
+    """A bucket's page needs no server: signed URLs reach the files, even from file://."""
+    settings, integration = make_integration("s3")
+    storage = open_writable(integration, settings)
+    slides = generate_slides(tmp_path / "slides")
+    storage.write("slides/pyramid.tiff", slides["tiled_tiff"])
+    config = write_config(tmp_path / "mediaworker.toml", integration)
+    page = tmp_path / "bucket.html"
+    argv = ["process", integration.name, "slides/pyramid.tiff", "--config", str(config)]
+    argv += ["--report", str(page)]
+    assert run_guarded(lambda: cli.main(argv, "mediaworker", standalone_mode=False)) == 0
+    with chromium() as driver:
+        driver.get(page.as_uri())
+        assert "signed URLs valid until" in driver.find_element("id", "access").text
+        width = wait_for(driver, "const i = document.querySelector('#sheet img');"
+                                 "return i.complete && i.naturalWidth;")  # fmt: skip
+        assert width and width > 0
+        item = driver.execute_script("return mwReport.data.items[0]")
+        driver.execute_script("mwReport.open(arguments[0])", item["id"])
+        payload = item["payload"]
+        opened = wait_for(driver, "return mwReport.tiles && mwReport.tiles.opened;")
+        assert opened == {"width": payload["width"], "height": payload["height"]}
+        tiles = wait_for(driver, "return mwReport.osd.world.getItemAt(0).getFullyLoaded()"
+                                 " && mwReport.tiles;")  # fmt: skip
+        assert tiles and tiles["loaded"] > 0 and tiles["failed"] == 0, tiles
