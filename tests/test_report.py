@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -78,6 +79,18 @@ def test_report_refuses_a_file_that_holds_no_results(tmp_path, capsys) -> None:
     lines.write_text('{"task_id": "1", "queue": "images", "key": "a.jpg"}\n')
     code, _, err = run_cli(capsys, "report", str(lines))
     assert code == 2 and "sent.jsonl:1: not a result line" in err
+
+
+def test_report_asks_where_the_files_are_when_the_config_does_not_say(tmp_path, capsys) -> None:
+    lines = tmp_path / "results.jsonl"
+    result = {"item_id": "x", "slot": "0", "integration": "preextract", "key": "a.jpg"}
+    result |= {"type": "image", "status": "failed", "reason": "not_found", "message": "gone"}
+    lines.write_text(json.dumps(result) + "\n")
+    config = tmp_path / "empty.toml"
+    config.write_text("")
+    code, _, err = run_cli(capsys, "report", str(lines), "--config", str(config))
+    assert code == 2 and "--files" in err and "'preextract'" in err
+    assert not lines.with_suffix(".html").exists()
 
 
 def test_enqueue_takes_report_only_with_wait(tmp_path, capsys) -> None:

@@ -11,6 +11,7 @@ import click
 
 from worker.cli.common import common_options, setup, stderr
 from worker.config import Integration, Provider, Settings
+from worker.errors import ConfigError
 from worker.payloads import ItemResult
 from worker.report import RunInfo, load_results, write_report
 
@@ -80,6 +81,13 @@ def report_command(
     finished = datetime.fromtimestamp(results_file.stat().st_mtime, UTC)
     run = RunInfo(command=f"results of {results_file.name}", finished=finished)
     page = out or results_file.with_suffix(".html")
+    unknown = sorted({r.integration for r in results} - set(settings.integrations))
+    if files is None and unknown:
+        raise ConfigError(
+            f"{results_file.name} names integration {unknown[0]!r}, which the config does not"
+            " define: say where its files are with --files FOLDER (a preextract --out) or"
+            " --files INTEGRATION"
+        )
     write_report(results, settings, page, run, _files(files, settings), expires)
     stderr.print(f"report: {page} ({len(results)} items)")
     return 0
