@@ -23,6 +23,7 @@
   const abs = (url) => new URL(url, document.baseURI).href;
   const byId = (id) => DATA.items.find((item) => item.id === id);
   const local = DATA.signed_until === null;
+  const FIRST_FAILURES = 20;
 
   function header() {
     const run = DATA.run;
@@ -69,8 +70,14 @@
     box.append(el("h2", {}, "Failures by reason"));
     for (const [reason, items] of Object.entries(groups)) {
       const help = DATA.reasons[reason];
-      const list = el("ul", {}, ...items.map((item) => el("li", {},
-        el("a", { href: `#${item.id}`, "data-open": item.id }, item.key), `: ${item.message}`)));
+      const line = (item) => el("li", {},
+        el("a", { href: `#${item.id}`, "data-open": item.id }, item.key), `: ${item.message}`);
+      // A large batch may fail thousands of times for one reason: the first few show at once.
+      const list = el("ul", {}, ...items.slice(0, FIRST_FAILURES).map(line));
+      if (items.length > FIRST_FAILURES) {
+        list.append(el("details", {}, el("summary", {}, `${items.length - FIRST_FAILURES} more`),
+          el("ul", {}, ...items.slice(FIRST_FAILURES).map(line))));
+      }
       box.append(el("div", { class: "reason", "data-reason": reason },
         el("h3", {}, `${reason} (${items.length})`),
         el("p", {}, ...withCode(help.meaning)),
