@@ -7,7 +7,7 @@ import ast
 import re
 import sys
 import tomllib
-from importlib.metadata import packages_distributions
+from importlib.metadata import distribution, packages_distributions
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +36,8 @@ def _imported_distributions(folders: list[str]) -> dict[str, str]:
                 if isinstance(node, ast.Import):
                     modules = [alias.name for alias in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    modules = [node.module]
+                    # `from google.cloud import storage` imports google.cloud.storage
+                    modules = [f"{node.module}.{alias.name}" for alias in node.names]
                 else:
                     continue
                 for module in modules:
@@ -54,11 +55,23 @@ def _distributions(module: str, by_module: dict[str, list[str]], path: Path) -> 
         or (scripts_folder and (path.parent / f"{top}.py").exists())
     ):
         return []
-    if top == "azure":  # a namespace shared by several distributions: azure.storage.blob...
-        parts = module.split(".")
-        return [_normal("-".join(parts[:3] if parts[1] == "storage" else parts[:2]))]
     assert top in by_module, f"{path}: {module} is imported but not installed"
-    return [_normal(name) for name in by_module[top]]
+    candidates = by_module[top]
+    if len(candidates) > 1:  # a namespace shared by several (azure.*, google.*): who owns it
+        candidates = [_owner(module, candidates)]
+    return [_normal(name) for name in candidates]
+
+
+def _owner(module: str, candidates: list[str]) -> str:
+    """The distribution that installs `module` itself, or the deepest package above it."""
+    parts = module.split(".")
+    for depth in range(len(parts), 1, -1):
+        stem = "/".join(parts[:depth])
+        for name in candidates:
+            files = distribution(name).files or []
+            if any(str(f) in (f"{stem}.py", f"{stem}/__init__.py") for f in files):
+                return name
+    raise AssertionError(f"no installed distribution provides {module}")
 
 
 def _project() -> dict:

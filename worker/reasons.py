@@ -28,7 +28,7 @@ REASONS: dict[str, ReasonHelp] = {
         "The bucket refused a read, write or listing to the worker's credentials.",
         "Run `mediaworker check INTEGRATION` and apply what `mediaworker policy INTEGRATION`"
         " prints (s3:GetObject, s3:PutObject under the prefix, s3:ListBucket for MIRAX and"
-        " DICOM; on Azure the Storage Blob Data roles).",
+        " DICOM; on Azure the Storage Blob Data roles; on GCS the Storage Object roles).",
     ),
     "unsupported_format": ReasonHelp(
         "The bytes are not a format mediaworker reads: an unknown container or codec, an"
