@@ -157,9 +157,10 @@
       row.append(el("figure", {}, video, el("figcaption", {}, `${quality} quality (HLS)`)));
       attachHls(video, item.video.hls[quality], `${item.id}:${quality}`);
     }
-    body.append(row, scrubber(item.video));
+    body.append(row);
     if (item.video.peaks) body.append(waveform(item.video.peaks));
     else body.append(el("p", { class: "note" }, "no audio track, so no waveform"));
+    body.append(scrubber(item.video));
   }
 
   function attachHls(video, playlist, label) {
