@@ -48,12 +48,10 @@ def _imported_distributions(folders: list[str]) -> dict[str, str]:
 
 def _distributions(module: str, by_module: dict[str, list[str]], path: Path) -> list[str]:
     top = module.split(".")[0]
-    scripts_folder = path.parent.name in ("tests", "bench")  # their siblings import by name
-    if (
-        top in OWN
-        or top in sys.stdlib_module_names
-        or (scripts_folder and (path.parent / f"{top}.py").exists())
-    ):
+    # Tests and benchmarks import the helper modules of tests/ and bench/ by name.
+    scripts = path.parent.name in ("tests", "bench")
+    helper = any((ROOT / folder / f"{top}.py").exists() for folder in ("tests", "bench"))
+    if top in OWN or top in sys.stdlib_module_names or (scripts and helper):
         return []
     assert top in by_module, f"{path}: {module} is imported but not installed"
     candidates = by_module[top]
