@@ -1,147 +1,190 @@
-"""Queue throughput: items per second for a batch of images, one worker process vs two, through
-Redis, in one run (SPEC section 10: two workers on two cores give at least 1.8x).
+"""Queue cost per item against Celery's own floor, and two workers against one (SPEC 8, 10).
 
-    .venv/bin/python bench/bench_queue.py [--items 200] [--size 4000x3000]
+    .venv/bin/python bench/bench_queue.py [--brokers redis,rabbitmq] [--tiny 300] [--large 40]
+        [--rounds 3] [--prefetch 4] [--scaling-items 200] [--no-scaling]
 
-Starts a private redis-server on a free port, writes a local bucket of JPEGs (deterministic,
-from fixtures.images.marked), then for 1 and 2 workers (`mediaworker worker --concurrency 1`
-each): starts them, waits until they are ready, enqueues the batch and times from the first
-send to the last result. Worker start-up is not timed. Prints one line per run and the ratio.
+Overhead, per broker (a private redis-server; a fresh vhost on the machine's RabbitMQ, results
+in the private Redis), for 64x64 PNGs and 12 MP (4000x3000) JPEGs in a local bucket:
+- in-process: `process_item` in this process, storage opened once (what `mediaworker process`
+  does per item);
+- worker: `mediaworker worker --queues images --concurrency 1`, default settings, timed from the
+  first send to the last result;
+- worker, prefetch N: the same with `worker.images_prefetch = N` (the documented option);
+- floor: a bare Celery app (`queue_floor.py`) with the same reliability settings (late ack,
+  prefetch 1, reject_on_worker_lost, JSON, Redis result backend) running a task that returns its
+  argument (the item), same client loop.
+All workers run at once, idle but for their own batch, and the runs are interleaved round by
+round, so the machine's load hits every run alike; each figure is the median over the rounds.
+overhead = worker - in-process, per item; ratio = overhead / floor (target: at most 1.5).
+
+Scaling: `--scaling-items` 12 MP JPEGs through one worker process, then through two (Redis,
+all queues), timed from the first send to the last result (SPEC 10: at least 1.8x).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from queue_support import (
+    floor_argv,
+    in_process,
+    mediaworker_argv,
+    rabbitmq_vhost,
+    redis_server,
+    started,
+    through_floor,
+    through_worker,
+    timed_rounds,
+    write_config,
+)
+
 from fixtures.images import marked
-from worker.config import Settings, load_settings
-from worker.items import Item
-from worker.queue import enqueue, producer_app
+from worker.config import load_settings
+
+SIZES = {"tiny": ((64, 64), "png"), "12mp": ((4000, 3000), "jpg")}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def write_bucket(root: Path, name: str, count: int) -> list[str]:
+    (size, ext) = SIZES[name]
+    source = root / "bucket" / f"{name}-src.{ext}"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    marked(size).save(source, **({"quality": 90} if ext == "jpg" else {}))
+    keys = [f"{name}/{i:05d}.{ext}" for i in range(count)]
+    (root / "bucket" / name).mkdir(exist_ok=True)
+    for key in keys:
+        shutil.copy(source, root / "bucket" / key)
+    return keys
 
 
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
+def floor_client(broker: str, backend: str) -> object:
+    from celery import Celery
+
+    app = Celery("floor-client", broker=broker, backend=backend)
+    app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"])
+    return app
 
 
-def write_config(root: Path, redis_url: str, prefix: str) -> Path:
-    config = root / f"{prefix}.toml"
-    config.write_text(
-        f'[broker]\nurl = "{redis_url}"\nqueue_prefix = "{prefix}-"\n'
-        f'state_dir = "{root / "state"}"\n'
-        f'[worker]\nwork_dir = "{root / "work"}"\n'
-        f'[integrations.bench]\nprovider = "local"\nroot = "{root / "bucket"}"\n'
+def overhead(
+    broker_name: str,
+    broker: str,
+    backend: str,
+    root: Path,
+    keys: dict[str, list[str]],
+    args: argparse.Namespace,
+) -> list[str]:
+    """Per-item figures for one broker, as markdown table rows."""
+    base = write_config(root, broker, backend, f"{broker_name}-p1")
+    fetching = write_config(root, broker, backend, f"{broker_name}-pn",
+                            images_prefetch=args.prefetch)  # fmt: skip
+    settings, prefetch_settings = load_settings(base), load_settings(fetching)
+    client = floor_client(broker, backend)
+    env = {"FLOOR_BROKER_URL": broker, "FLOOR_RESULT_BACKEND": backend}
+    logs = root / "logs"
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(started(floor_argv(), logs / f"{broker_name}-floor.log", env))
+        stack.enter_context(started(mediaworker_argv(base), logs / f"{broker_name}-p1.log"))
+        stack.enter_context(started(mediaworker_argv(fetching), logs / f"{broker_name}-pn.log"))
+        warm = keys["tiny"][:10]
+        through_floor(client, warm, "warm")
+        through_worker(settings, warm, "warm")
+        through_worker(prefetch_settings, warm, "warm")
+        in_process(settings, warm, "warm")
+        runs: dict[str, Callable[[str], float]] = {
+            "floor": lambda tag: through_floor(client, keys["tiny"], tag) / len(keys["tiny"])
+        }
+        for size, batch in keys.items():
+            runs |= {
+                f"{size} in-process": _per_item(in_process, settings, batch),
+                f"{size} worker": _per_item(through_worker, settings, batch),
+                f"{size} worker prefetch": _per_item(through_worker, prefetch_settings, batch),
+            }
+        seconds = timed_rounds(args.rounds, runs)
+    ms = {name: statistics.median(values) * 1000 for name, values in seconds.items()}
+    for name, values in seconds.items():
+        print(f"  {broker_name} {name}: " + ", ".join(f"{v * 1000:.2f}" for v in values) + " ms")
+    return [_row(broker_name, size, ms, args.prefetch) for size in keys]
+
+
+def _per_item(
+    run: Callable[..., float], settings: object, batch: list[str]
+) -> Callable[[str], float]:
+    return lambda tag: run(settings, batch, tag) / len(batch)
+
+
+def _row(broker: str, size: str, ms: dict[str, float], prefetch: int) -> str:
+    floor, local = ms["floor"], ms[f"{size} in-process"]
+    worker, fetching = ms[f"{size} worker"], ms[f"{size} worker prefetch"]
+    return (
+        f"| {broker} | {size} | {local:.2f} | {worker:.2f} | {worker - local:.2f} | {floor:.2f}"
+        f" | **{(worker - local) / floor:.2f}** | {fetching:.2f}"
+        f" | {(fetching - local) / floor:.2f} |"
     )
-    return config
 
 
-@contextlib.contextmanager
-def workers(config: Path, count: int, logs: Path) -> Iterator[None]:
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for n in range(count):
-            log = logs / f"{config.stem}-worker{n}.log"
-            argv = [sys.executable, "-m", "worker", "worker", "--config", str(config),
-                    "--concurrency", "1", "--loglevel", "INFO"]  # fmt: skip
-            with log.open("wb") as out:
-                procs.append(
-                    subprocess.Popen(
-                        argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-                    )
-                )
-            wait_ready(log)
-        yield
-    finally:
-        for proc in procs:
-            os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=30)
-
-
-def wait_ready(log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while " ready." not in log.read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.1)
-
-
-def run_batch(settings: Settings, keys: list[str], tag: str) -> float:
-    """Seconds from the first send to the last result; every item must come back ok."""
-    items = [Item(integration="bench", key=k, item_id=f"{tag}-{i}", type="image")
-             for i, k in enumerate(keys)]  # fmt: skip
-    start = time.perf_counter()
-    ids = enqueue(items, settings)
-    app = producer_app(settings)
-    results = [app.AsyncResult(task_id).get(timeout=600) for task_id in ids]
-    elapsed = time.perf_counter() - start
-    failed = [r for r in results if r["status"] != "ok"]
-    if failed:
-        raise RuntimeError(f"{len(failed)} items failed, e.g. {json.dumps(failed[0])[:300]}")
-    return elapsed
+def scaling(url: str, root: Path, keys: list[str]) -> None:
+    rates = {}
+    for count in (1, 2):
+        config = write_config(root, url, url, f"scale{count}")
+        with contextlib.ExitStack() as stack:
+            for n in range(count):
+                log = root / "logs" / f"scale{count}-{n}.log"
+                stack.enter_context(started(mediaworker_argv(config, "images,videos,slides"), log))
+            seconds = through_worker(load_settings(config), keys, f"scale{count}")
+        rates[count] = len(keys) / seconds
+        print(f"{count} worker process(es): {len(keys)} images (4000x3000 JPEG) in {seconds:.2f} s"
+              f" = {rates[count]:.1f} items/s")  # fmt: skip
+    print(f"ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x (target >= 1.8x)")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=200)
-    parser.add_argument("--size", default="4000x3000", help="image size, WxH")
+    parser.add_argument("--brokers", default="redis,rabbitmq")
+    parser.add_argument("--tiny", type=int, default=300, help="64x64 PNGs per batch")
+    parser.add_argument("--large", type=int, default=40, help="12 MP JPEGs per batch")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prefetch", type=int, default=4, help="worker.images_prefetch to try")
+    parser.add_argument("--scaling-items", type=int, default=200)
+    parser.add_argument("--no-scaling", action="store_true")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
     root = Path(tempfile.mkdtemp(prefix="bench-queue-"))
+    (root / "logs").mkdir()
+    print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start")
     try:
-        source = root / "bucket" / "src.jpg"
-        source.parent.mkdir(parents=True)
-        marked((width, height)).save(source, quality=90)
-        keys = []
-        for i in range(args.items):
-            shutil.copy(source, root / "bucket" / f"img{i:05d}.jpg")
-            keys.append(f"img{i:05d}.jpg")
-        with redis_server(root) as url:
-            rates = {}
-            for count in (1, 2):
-                config = write_config(root, url, f"w{count}")
-                with workers(config, count, root):
-                    seconds = run_batch(load_settings(config), keys, f"w{count}")
-                rates[count] = args.items / seconds
-                print(f"{count} worker process(es): {args.items} images ({width}x{height} JPEG)"
-                      f" in {seconds:.2f} s = {rates[count]:.1f} items/s")  # fmt: skip
-        print(f"ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x (target >= 1.8x);"
-              f" {os.cpu_count()} CPUs")  # fmt: skip
+        large = max(args.large, args.scaling_items)
+        keys = {
+            "tiny": write_bucket(root, "tiny", args.tiny),
+            "12mp": write_bucket(root, "12mp", large),
+        }
+        overhead_keys = {"tiny": keys["tiny"], "12mp": keys["12mp"][: args.large]}
+        rows = []
+        with redis_server(root) as redis_url:
+            for broker in args.brokers.split(","):
+                url = redis_url
+                with contextlib.ExitStack() as stack:
+                    if broker == "rabbitmq":
+                        url = stack.enter_context(rabbitmq_vhost())
+                    rows += overhead(broker, url, redis_url, root, overhead_keys, args)
+            print(f"\n| broker | images | in-process ms | worker ms | overhead ms | floor ms"
+                  f" | overhead / floor | worker, prefetch {args.prefetch}, ms"
+                  f" | its overhead / floor |")  # fmt: skip
+            print("| --- " * 9 + "|")
+            print("\n".join(rows))
+            if not args.no_scaling:
+                start = time.perf_counter()
+                scaling(redis_url, root, keys["12mp"][: args.scaling_items])
+                print(f"(scaling took {time.perf_counter() - start:.0f} s)")
+        print(f"load average {os.getloadavg()[0]:.1f} at the end")
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -23,9 +23,9 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
-from celery import Task
+from celery import Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
 
 from worker.celery_app import app
@@ -34,6 +34,7 @@ from worker.items import Item
 from worker.payloads import ItemResult
 from worker.pipeline import process_item
 from worker.queue import DeliveryCounter, delivery_counter
+from worker.storage import ReadOnlyView, Storage, open_storage
 
 log = logging.getLogger(__name__)
 
@@ -48,17 +49,28 @@ class ItemTask(Task):
 
     acks_late = True
     reject_on_worker_lost = True
+    resultrepr_maxsize = 160
+    """Celery logs each result's repr, built on every success: the item's names suffice there
+    (the `item finished` line and the result itself carry the rest)."""
     queue_label = ""
     """Which of `images`, `videos`, `slides` this task serves (for messages)."""
 
     _counter: DeliveryCounter | None = None
+    _storages: ClassVar[dict[str, Storage | ReadOnlyView]] = {}
 
     def counter(self) -> DeliveryCounter:
         # One per process: pool processes are forked, and a connection must not be shared.
-        if self._counter is None:
-            type(self)._counter = delivery_counter(app.settings)
-        assert self._counter is not None
-        return self._counter
+        if ItemTask._counter is None:
+            ItemTask._counter = delivery_counter(app.settings)
+        return ItemTask._counter
+
+    def storage(self, integration: str) -> Storage | ReadOnlyView:
+        """Each integration's client is built once per pool process, not once per item (an S3
+        or Azure client costs more to build than a small image costs to process)."""
+        if integration not in self._storages:
+            settings = app.settings
+            self._storages[integration] = open_storage(settings.integration(integration), settings)
+        return self._storages[integration]
 
     def run_item(self, raw: dict[str, Any]) -> dict[str, Any]:
         item = Item.model_validate(raw)
@@ -66,7 +78,7 @@ class ItemTask(Task):
         count = self.counter().incr(delivery)
         poisoned = self._poison(item, count)
         result = poisoned if poisoned is not None else self._process(item)
-        self.counter().clear(delivery)
+        self.counter().clear_later(delivery)
         return result.model_dump(mode="json")
 
     def _poison(self, item: Item, count: int) -> ItemResult | None:
@@ -93,7 +105,8 @@ class ItemTask(Task):
     def _process(self, item: Item) -> ItemResult:
         try:
             with _soft_limit_fails_as_timeout(item, self.queue_label, self._soft_limit()):
-                return process_item(item, app.settings, raise_transient=True)
+                storage = self.storage(item.integration)
+                return process_item(item, app.settings, storage, raise_transient=True)
         except TransientError as exc:
             return self._retry_or_fail(item, exc)
         except (ItemTimeout, SoftTimeLimitExceeded) as exc:
@@ -128,7 +141,7 @@ class ItemTask(Task):
             delay,
             exc,
         )
-        self.counter().clear(f"{self.request.id}:{retries}")
+        self.counter().clear_later(f"{self.request.id}:{retries}")
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries)
 
 
@@ -154,3 +167,14 @@ def _soft_limit_fails_as_timeout(item: Item, queue: str, seconds: float | None) 
         yield
     finally:
         signal.signal(sig, previous)
+
+
+@signals.worker_process_shutdown.connect(weak=False, dispatch_uid="mw-counter-flush")
+def _flush_delivery_clears(**_: Any) -> None:
+    """The last item's clear would otherwise wait for its 14-day expiry."""
+    if ItemTask._counter is None:
+        return
+    try:
+        ItemTask._counter.flush()
+    except Exception as exc:  # the keys expire on their own; shutting down matters more
+        log.warning("could not clear finished delivery counts: %s", exc)

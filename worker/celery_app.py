@@ -174,6 +174,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+def prefetch_multiplier(settings: Settings, queues: list[str]) -> int:
+    """Messages held per pool process: one, except for a worker that consumes only `images`,
+    where `worker.images_prefetch` may raise it (short tasks, so a held message waits seconds,
+    far below the Redis visibility timeout; a video held behind another would wait hours)."""
+    wanted = settings.worker.images_prefetch
+    if wanted == 1:
+        return 1
+    if set(queues) != {"images"} or is_embedded(settings):
+        # The embedded broker deletes a message file when it hands it out: every held message
+        # would be lost with a killed worker, not only the running one.
+        log.warning(
+            "worker.images_prefetch = %d applies only to a worker with --queues images on Redis"
+            " or RabbitMQ; this one holds one message per process",
+            wanted,
+        )
+        return 1
+    return wanted
+
+
 def _limits_annotation(settings: Settings, queue: str) -> dict[str, float]:
     soft, hard = time_limits(settings, queue)
     return {"soft_time_limit": soft, "time_limit": hard}
@@ -201,7 +220,8 @@ class MediaWorkerApp(Celery):
     def on_configure(self) -> None:
         # Celery calls this once, when its configuration is first read.
         self.config_from_object(celery_config(self.settings))
-        enable_for_worker(self, self.settings.worker.metrics_port)
+        worker = self.settings.worker
+        enable_for_worker(self, worker.metrics_port, events=worker.task_events)
 
 
 def make_app(settings: Settings) -> MediaWorkerApp:

@@ -252,6 +252,12 @@ class WorkerSettings(BaseModel):
     retry_backoff_max_seconds: Annotated[float, Field(ge=0)] = 300.0
     signed_url_min_remaining_seconds: Annotated[int, Field(ge=0)] = 15 * 60
     metrics_port: int | None = None
+    images_prefetch: Annotated[int, Field(ge=1, le=64)] = 1
+    """Messages a worker that consumes only `images` holds per pool process (see docs/queue.md:
+    above one saves a broker round trip per small image, but a dead worker's held items wait for
+    the broker to hand them out again)."""
+    task_events: bool = False
+    """Celery task events (Flower, `celery events`): three more broker messages per item."""
 
 
 class BrokerSettings(BaseModel):

@@ -7,7 +7,8 @@ was found to have, so the worker does not sniff it again. An item that cannot be
 the worker then reports what is wrong in the task's result, and nothing is dropped silently.
 
 Deliveries are counted outside the worker, so that a count survives the worker it killed: in
-Redis (`INCR` with a TTL) when one is at hand, else in a SQLite file on this machine.
+Redis (`INCR` with a TTL) when one is at hand, else in a SQLite file on this machine. A task
+costs one round trip to the counter: the clear of the item before rides with the next count.
 """
 
 from __future__ import annotations
@@ -142,6 +143,13 @@ class DeliveryCounter(Protocol):
     def clear(self, key: str) -> None:
         """Forget `key` once its delivery ended in a result."""
 
+    def clear_later(self, key: str) -> None:
+        """Forget `key` with the next `incr` or `flush`, in the same round trip: a key left
+        behind by a process that died first only expires (it counts a delivery that did end)."""
+
+    def flush(self) -> None:
+        """Send the clears still waiting (the process is about to exit)."""
+
 
 class RedisCounter:
     """Counts in Redis, which survives every worker and is shared by all machines."""
@@ -151,17 +159,33 @@ class RedisCounter:
 
         self._client = redis.Redis.from_url(url)
         self._namespace = namespace
+        self._cleared: list[str] = []
 
     def incr(self, key: str) -> int:
         name = self._namespace + key
-        with self._client.pipeline() as pipe:
+        with self._client.pipeline() as pipe:  # MULTI/EXEC: never a count without its TTL
+            self._queue_clears(pipe)
             pipe.incr(name)
             pipe.expire(name, DELIVERY_TTL_SECONDS)
-            count, _ = pipe.execute()
+            *_, count, _ = pipe.execute()
         return int(count)
 
     def clear(self, key: str) -> None:
         self._client.delete(self._namespace + key)
+
+    def clear_later(self, key: str) -> None:
+        self._cleared.append(self._namespace + key)
+
+    def flush(self) -> None:
+        if self._cleared:
+            with self._client.pipeline(transaction=False) as pipe:
+                self._queue_clears(pipe)
+                pipe.execute()
+
+    def _queue_clears(self, pipe: Any) -> None:
+        if self._cleared:
+            pipe.delete(*self._cleared)
+            self._cleared = []
 
 
 class SqliteCounter:
@@ -170,6 +194,7 @@ class SqliteCounter:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._cleared: list[str] = []
         path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute(
@@ -182,7 +207,9 @@ class SqliteCounter:
 
     def incr(self, key: str) -> int:
         now = time.time()
+        cleared, self._cleared = self._cleared, []
         with self._connect() as db:
+            db.executemany("DELETE FROM deliveries WHERE key = ?", [(k,) for k in cleared])
             db.execute("DELETE FROM deliveries WHERE at < ?", (now - DELIVERY_TTL_SECONDS,))
             db.execute(
                 "INSERT INTO deliveries (key, count, at) VALUES (?, 1, ?)"
@@ -195,6 +222,15 @@ class SqliteCounter:
     def clear(self, key: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM deliveries WHERE key = ?", (key,))
+
+    def clear_later(self, key: str) -> None:
+        self._cleared.append(key)
+
+    def flush(self) -> None:
+        cleared, self._cleared = self._cleared, []
+        if cleared:
+            with self._connect() as db:
+                db.executemany("DELETE FROM deliveries WHERE key = ?", [(k,) for k in cleared])
 
 
 def delivery_store(settings: Settings) -> str:

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import click
 
-from worker.celery_app import QUEUES, app, is_embedded, queue_name
+from worker.celery_app import QUEUES, app, is_embedded, prefetch_multiplier, queue_name
 from worker.cli.common import common_options, emit_json, progress_bar, report, setup, stderr
 from worker.cli.process import TYPE_CHOICE
 from worker.cli.report import report_option, write_run_report
@@ -181,6 +181,7 @@ def worker_command(
         f"--queues={','.join(queue_name(settings, q) for q in wanted)}",
         f"--loglevel={loglevel}",
         f"--hostname={hostname or f'mediaworker-{os.getpid()}@%h'}",
+        f"--prefetch-multiplier={prefetch_multiplier(settings, wanted)}",
     ]
     if concurrency:
         argv.append(f"--concurrency={concurrency}")

@@ -1,0 +1,174 @@
+"""What `bench_queue.py` starts and times: a private redis-server, a RabbitMQ vhost, worker
+processes (mediaworker's and the bare Celery floor of `queue_floor.py`), and batches."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from worker.config import Settings
+from worker.items import Item
+from worker.queue import enqueue, producer_app
+
+BENCH = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not start")
+            time.sleep(0.1)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost() -> Iterator[str]:
+    """A fresh vhost on the machine's RabbitMQ (127.0.0.1:5672, guest), deleted afterwards."""
+    vhost = f"mw-bench-{uuid.uuid4().hex[:8]}"
+    ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True, timeout=60)
+
+
+def write_config(root: Path, broker: str, backend: str, prefix: str, **worker: Any) -> Path:
+    """A mediaworker config: this broker, a Redis result backend, the local bucket."""
+    extra = "".join(f"{name} = {json.dumps(value)}\n" for name, value in worker.items())
+    config = root / f"{prefix}.toml"
+    config.write_text(
+        f'[broker]\nurl = "{broker}"\nresult_backend = "{backend}"\nqueue_prefix = "{prefix}-"\n'
+        f'state_dir = "{root / "state"}"\n'
+        f'[worker]\nwork_dir = "{root / "work"}"\n{extra}'
+        f'[integrations.bench]\nprovider = "local"\nroot = "{root / "bucket"}"\n'
+    )
+    return config
+
+
+def mediaworker_argv(config: Path, queues: str = "images") -> list[str]:
+    return [sys.executable, "-m", "worker", "worker", "--config", str(config),
+            "--queues", queues, "--concurrency", "1", "--loglevel", "INFO"]  # fmt: skip
+
+
+def floor_argv() -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "queue_floor", "worker", "--pool=prefork",
+            "--concurrency=1", "--loglevel=INFO", "--queues=floor",
+            f"--hostname=floor-{uuid.uuid4().hex[:6]}@%h"]  # fmt: skip
+
+
+@contextlib.contextmanager
+def started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    """One worker process group, ready to consume; SIGTERM (warm shutdown) on the way out."""
+    environment = {**os.environ, **(env or {})}
+    paths = [str(BENCH), str(BENCH.parent), environment.get("PYTHONPATH", "")]
+    environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environment,
+                                start_new_session=True)  # fmt: skip
+    try:
+        wait_ready(log)
+        yield
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def wait_ready(log: Path) -> None:
+    deadline = time.monotonic() + 90
+    while " ready." not in log.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker did not start: {log.read_text()[-2000:]}")
+        time.sleep(0.1)
+
+
+def items_for(keys: list[str], tag: str) -> list[Item]:
+    return [Item(integration="bench", key=k, item_id=f"{tag}-{i}", type="image")
+            for i, k in enumerate(keys)]  # fmt: skip
+
+
+def through_worker(settings: Settings, keys: list[str], tag: str) -> float:
+    """Seconds from the first send to the last result; every item must come back ok."""
+    items = items_for(keys, tag)
+    start = time.perf_counter()
+    ids = enqueue(items, settings)
+    app = producer_app(settings)
+    results = [app.AsyncResult(task_id).get(timeout=900) for task_id in ids]
+    elapsed = time.perf_counter() - start
+    failed = [r for r in results if r["status"] != "ok"]
+    if failed:
+        raise RuntimeError(f"{len(failed)} items failed, e.g. {json.dumps(failed[0])[:300]}")
+    return elapsed
+
+
+def through_floor(app: Any, keys: list[str], tag: str) -> float:
+    """The same batch as no-op tasks of the bare Celery app (the item as the argument)."""
+    from queue_floor import QUEUE, TASK
+
+    items = [item.model_dump(mode="json") for item in items_for(keys, tag)]
+    start = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        sent = [app.send_task(TASK, args=[i], queue=QUEUE, producer=producer) for i in items]
+    results = [r.get(timeout=900) for r in sent]
+    elapsed = time.perf_counter() - start
+    if results != items:
+        raise RuntimeError("the no-op task did not return its arguments")
+    return elapsed
+
+
+def in_process(settings: Settings, keys: list[str], tag: str) -> float:
+    """The same batch through `process_item` in this process, storage opened once (as the
+    `process` command does)."""
+    from worker.pipeline import process_item
+    from worker.storage import open_storage
+
+    storage = open_storage(settings.integration("bench"), settings)
+    items = items_for(keys, tag)
+    start = time.perf_counter()
+    results = [process_item(item, settings, storage) for item in items]
+    elapsed = time.perf_counter() - start
+    if any(r.status.value != "ok" for r in results):
+        raise RuntimeError(f"in-process: {next(r for r in results if r.status.value != 'ok')}")
+    return elapsed
+
+
+def timed_rounds(rounds: int, runs: dict[str, Callable[[str], float]]) -> dict[str, list[float]]:
+    """Every run once per round, interleaved, so a change in the machine's load hits all."""
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for number in range(rounds):
+        for name, run in runs.items():
+            seconds[name].append(run(f"{name}-r{number}"))
+    return seconds
