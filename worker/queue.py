@@ -154,21 +154,26 @@ class DeliveryCounter(Protocol):
 class RedisCounter:
     """Counts in Redis, which survives every worker and is shared by all machines."""
 
+    # One command, atomic: count KEYS[1] (never without its TTL) and drop the cleared KEYS[2:].
+    _INCR = """
+    local count = redis.call('INCR', KEYS[1])
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+    if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
+    return count
+    """
+
     def __init__(self, url: str, namespace: str) -> None:
         import redis
 
         self._client = redis.Redis.from_url(url)
         self._namespace = namespace
         self._cleared: list[str] = []
+        self._incr = self._client.register_script(self._INCR)
 
     def incr(self, key: str) -> int:
-        name = self._namespace + key
-        with self._client.pipeline() as pipe:  # MULTI/EXEC: never a count without its TTL
-            self._queue_clears(pipe)
-            pipe.incr(name)
-            pipe.expire(name, DELIVERY_TTL_SECONDS)
-            *_, count, _ = pipe.execute()
-        return int(count)
+        cleared, self._cleared = self._cleared, []
+        keys = [self._namespace + key, *cleared]
+        return int(self._incr(keys=keys, args=[DELIVERY_TTL_SECONDS]))
 
     def clear(self, key: str) -> None:
         self._client.delete(self._namespace + key)
@@ -177,15 +182,9 @@ class RedisCounter:
         self._cleared.append(self._namespace + key)
 
     def flush(self) -> None:
-        if self._cleared:
-            with self._client.pipeline(transaction=False) as pipe:
-                self._queue_clears(pipe)
-                pipe.execute()
-
-    def _queue_clears(self, pipe: Any) -> None:
-        if self._cleared:
-            pipe.delete(*self._cleared)
-            self._cleared = []
+        cleared, self._cleared = self._cleared, []
+        if cleared:
+            self._client.delete(*cleared)
 
 
 class SqliteCounter:
