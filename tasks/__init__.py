@@ -79,7 +79,8 @@ class ItemTask(Task):
         poisoned = self._poison(item, count)
         result = poisoned if poisoned is not None else self._process(item)
         self.counter().clear_later(delivery)
-        return result.model_dump(mode="json")
+        # The SPEC 7 object, no more: `problems` only where verification found some.
+        return result.model_dump(mode="json", exclude=None if result.problems else {"problems"})
 
     def _poison(self, item: Item, count: int) -> ItemResult | None:
         cap = app.settings.worker.max_deliveries

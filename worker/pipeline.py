@@ -166,7 +166,7 @@ def _process(
         metadata.model_dump_json(indent=2, exclude_none=True).encode(),
         "application/json",
     )
-    log.debug(
+    log.info(
         "item %s (%s) done as %s: %d assets, timings %s",
         item.item_id,
         item.key,
