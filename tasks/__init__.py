@@ -9,7 +9,8 @@ Every task shares `ItemTask`, the one place that maps the error tree onto Celery
 - the soft time limit: the item fails as `timeout` (the hard limit stops the process);
 - a delivery that killed its worker is counted outside the worker (`worker.queue`); once an item
   has been delivered more than `worker.max_deliveries` times it fails as `poison`, unprocessed,
-  and its message is acknowledged, so the queue moves on.
+  and its message is acknowledged, so the queue moves on. On Redis and RabbitMQ, which mark
+  every message they hand out again, a first delivery costs no round trip to the count.
 
 A task returns the SPEC 7 result object as a dict. Re-running an item is safe: outputs are
 overwritten in place and `metadata.json` is written last (the pipeline's commit marker).
@@ -33,7 +34,7 @@ from worker.errors import ItemTimeout, Reason, TransientError
 from worker.items import Item
 from worker.payloads import ItemResult
 from worker.pipeline import process_item
-from worker.queue import DeliveryCounter, delivery_counter
+from worker.queue import DeliveryCounter, broker_marks_redeliveries, delivery_counter
 from worker.storage import ReadOnlyView, Storage, open_storage
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,28 @@ class ItemTask(Task):
     def run_item(self, raw: dict[str, Any]) -> dict[str, Any]:
         item = Item.model_validate(raw)
         delivery = f"{self.request.id}:{self.request.retries}"
-        count = self.counter().incr(delivery)
+        count = self._delivery_count(delivery)
         poisoned = self._poison(item, count)
         result = poisoned if poisoned is not None else self._process(item)
-        self.counter().clear_later(delivery)
+        if self._counted():
+            self.counter().clear_later(delivery)
         # The SPEC 7 object, no more: `problems` only where verification found some.
         return result.model_dump(mode="json", exclude=None if result.problems else {"problems"})
+
+    def _delivery_count(self, delivery: str) -> int:
+        """Which delivery of this message this is, counted in a store that outlives the worker.
+        Where the broker marks every redelivery, a first delivery is number one without asking
+        the store, and only redeliveries are counted there: the store is touched only after a
+        worker died."""
+        if not self._counted():
+            return 1
+        uncounted_first = 1 if broker_marks_redeliveries(app.settings) else 0
+        return uncounted_first + self.counter().incr(delivery)
+
+    def _counted(self) -> bool:
+        if not broker_marks_redeliveries(app.settings):
+            return True
+        return bool((self.request.delivery_info or {}).get("redelivered"))
 
     def _poison(self, item: Item, count: int) -> ItemResult | None:
         cap = app.settings.worker.max_deliveries
@@ -142,7 +159,8 @@ class ItemTask(Task):
             delay,
             exc,
         )
-        self.counter().clear_later(f"{self.request.id}:{retries}")
+        if self._counted():
+            self.counter().clear_later(f"{self.request.id}:{retries}")
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries)
 
 

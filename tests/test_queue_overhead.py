@@ -37,6 +37,9 @@ def _clears_ride_with_the_next_count(
     assert not present("a:0")
     assert counter.incr("a:0") == 1, "a cleared key starts again from one"
     counter.clear_later("a:0")
+    assert counter.incr("a:0") == 1, "the clear goes first when the same message comes again"
+    assert counter.incr("a:0") == 2
+    counter.clear_later("a:0")
     counter.clear_later("b:0")
     counter.flush()
     assert not present("a:0") and not present("b:0")

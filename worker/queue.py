@@ -7,8 +7,9 @@ was found to have, so the worker does not sniff it again. An item that cannot be
 the worker then reports what is wrong in the task's result, and nothing is dropped silently.
 
 Deliveries are counted outside the worker, so that a count survives the worker it killed: in
-Redis (`INCR` with a TTL) when one is at hand, else in a SQLite file on this machine. A task
-costs one round trip to the counter: the clear of the item before rides with the next count.
+Redis (`INCR` with a TTL) when one is at hand, else in a SQLite file on this machine. On Redis
+and RabbitMQ only redeliveries are counted (the broker marks them); a count costs one round
+trip, as the clear of the item before rides with it.
 """
 
 from __future__ import annotations
@@ -154,11 +155,12 @@ class DeliveryCounter(Protocol):
 class RedisCounter:
     """Counts in Redis, which survives every worker and is shared by all machines."""
 
-    # One command, atomic: count KEYS[1] (never without its TTL) and drop the cleared KEYS[2:].
+    # One command, atomic: drop the cleared KEYS[2:] first (KEYS[1] may be among them, when a
+    # finished delivery's message comes again), then count KEYS[1], never without its TTL.
     _INCR = """
+    if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
     local count = redis.call('INCR', KEYS[1])
     redis.call('EXPIRE', KEYS[1], ARGV[1])
-    if #KEYS > 1 then redis.call('DEL', unpack(KEYS, 2)) end
     return count
     """
 
@@ -230,6 +232,14 @@ class SqliteCounter:
         if cleared:
             with self._connect() as db:
                 db.executemany("DELETE FROM deliveries WHERE key = ?", [(k,) for k in cleared])
+
+
+def broker_marks_redeliveries(settings: Settings) -> bool:
+    """Whether every message the broker hands out again carries `redelivered`: RabbitMQ sets it
+    on each requeue, kombu's Redis transport on each restore (a rejected message, an expired
+    visibility timeout). Then a first delivery needs no count: see `tasks.ItemTask`."""
+    url = str(settings.broker.url or "")
+    return is_redis(url) or url.startswith(("amqp://", "amqps://", "pyamqp://"))
 
 
 def delivery_store(settings: Settings) -> str:
