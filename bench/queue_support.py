@@ -91,8 +91,9 @@ def floor_argv() -> list[str]:
 
 
 @contextlib.contextmanager
-def started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
-    """One worker process group, ready to consume; SIGTERM (warm shutdown) on the way out."""
+def started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
+    """One worker process group, ready to consume, as its pid; SIGTERM (warm shutdown) on the
+    way out."""
     environment = {**os.environ, **(env or {})}
     paths = [str(BENCH), str(BENCH.parent), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
@@ -101,7 +102,7 @@ def started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> It
                                 start_new_session=True)  # fmt: skip
     try:
         wait_ready(log)
-        yield
+        yield proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
@@ -165,10 +166,30 @@ def in_process(settings: Settings, keys: list[str], tag: str) -> float:
     return elapsed
 
 
-def timed_rounds(rounds: int, runs: dict[str, Callable[[str], float]]) -> dict[str, list[float]]:
-    """Every run once per round, interleaved, so a change in the machine's load hits all."""
-    seconds: dict[str, list[float]] = {name: [] for name in runs}
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by this process and by each given process and its children."""
+    import psutil
+
+    total = time.process_time()
+    for pid in pids:
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+Run = tuple[Callable[[str], float], int, list[int]]
+"""A batch to time: its function (tag -> wall seconds), its size, the worker pids it uses."""
+
+
+def timed_rounds(rounds: int, runs: dict[str, Run]) -> dict[str, list[tuple[float, float]]]:
+    """Every run once per round, interleaved, so a change in the machine's load hits all; each
+    gives (wall, CPU) seconds per item, CPU of this process and of the run's worker processes."""
+    per_item: dict[str, list[tuple[float, float]]] = {name: [] for name in runs}
     for number in range(rounds):
-        for name, run in runs.items():
-            seconds[name].append(run(f"{name}-r{number}"))
-    return seconds
+        for name, (run, count, pids) in runs.items():
+            cpu = cpu_seconds(pids)
+            wall = run(f"{name}-r{number}")
+            per_item[name].append((wall / count, (cpu_seconds(pids) - cpu) / count))
+    return per_item
