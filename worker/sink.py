@@ -1,14 +1,16 @@
 """The bounded, concurrent writer that stands behind a processor's `Sink`.
 
-Outputs are uploaded by a small thread pool while the processor keeps decoding. A producer that
-runs ahead blocks once `max_pending` outputs or `max_pending_bytes` bytes are waiting, so memory
-stays flat however long the input is. The first failed write stops further writes and is raised
-to the producer at its next `put_*` and again by `close()`.
+Outputs are uploaded by a small thread pool (one per process, shared by its sinks) while the
+processor keeps decoding. A producer that runs ahead blocks once `max_pending` outputs or
+`max_pending_bytes` bytes are waiting, so memory stays flat however long the input is. The
+first failed write stops further writes and is raised to the producer at its next `put_*` and
+again by `close()`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +20,21 @@ from worker.layout import SlotLayout
 from worker.storage.base import Storage
 
 log = logging.getLogger(__name__)
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _writers(concurrency: int) -> ThreadPoolExecutor:
+    """This process's writer threads, shared by its sinks: starting and joining threads for
+    every item costs a small image more than writing it. Keyed by pid too, as a forked pool
+    process inherits the dict but not the threads."""
+    key = (os.getpid(), concurrency)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = ThreadPoolExecutor(concurrency, thread_name_prefix="sink")
+        return _POOLS[key]
 
 
 class StorageSink:
@@ -33,7 +50,7 @@ class StorageSink:
         self.layout = layout
         self.written: dict[str, int] = {}
         """Slot-relative name -> bytes, for every output written so far."""
-        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="sink")
+        self._pool = _writers(concurrency)
         self._cond = threading.Condition()
         self._pending = 0
         self._pending_bytes = 0
@@ -121,7 +138,6 @@ class StorageSink:
         """Wait for every write; raise the first failure, if any."""
         with self._cond:
             self._cond.wait_for(lambda: self._pending == 0)
-        self._pool.shutdown(wait=True)
         self._raise_if_failed()
 
     @property
@@ -143,4 +159,3 @@ class StorageSink:
             with self._cond:
                 self._error = self._error or exc
                 self._cond.wait_for(lambda: self._pending == 0)
-            self._pool.shutdown(wait=True)
