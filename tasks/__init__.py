@@ -66,8 +66,8 @@ class ItemTask(Task):
         return ItemTask._counter
 
     def storage(self, integration: str) -> Storage | ReadOnlyView:
-        """Each integration's client is built once per pool process, not once per item (an S3
-        or Azure client costs more to build than a small image costs to process)."""
+        """Each integration's client is built once per pool process, not once per item (an S3,
+        Azure or GCS client costs more to build than a small image costs to process)."""
         if integration not in self._storages:
             settings = app.settings
             self._storages[integration] = open_storage(settings.integration(integration), settings)
