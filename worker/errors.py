@@ -15,7 +15,12 @@ Every failure the worker reports is one of these, so each maps to exactly one re
         ├── MiraxIncomplete         -> mirax_incomplete
         ├── SlideIncomplete         -> slide_incomplete
         ├── ItemTimeout             -> timeout
-        └── Poison                  -> poison
+        ├── Poison                  -> poison
+        ├── InvalidItem             -> invalid_item (an item id, slot or key SPEC 3 refuses)
+        └── InternalError           -> internal_error (a fault of mediaworker, never of the media)
+
+Any other exception reaching an item's boundary is a fault of mediaworker itself: it becomes
+`internal_error`, never `corrupt_media`, which only a decoder's own error may give.
 
 Storage backends translate their SDK's errors into this tree in one table each; media
 processors translate their decoder's errors. Nothing else needs to know an SDK's exceptions.
@@ -37,6 +42,8 @@ class Reason(StrEnum):
     TIMEOUT = "timeout"
     STORAGE_UNAVAILABLE = "storage_unavailable"
     POISON = "poison"
+    INVALID_ITEM = "invalid_item"
+    INTERNAL_ERROR = "internal_error"
 
 
 class MediaWorkerError(Exception):
@@ -103,12 +110,24 @@ class Poison(PermanentError):
     reason = Reason.POISON
 
 
+class InvalidItem(PermanentError):
+    reason = Reason.INVALID_ITEM
+
+
+class InternalError(PermanentError):
+    """A fault of mediaworker itself; the message carries the id its logged traceback carries."""
+
+    reason = Reason.INTERNAL_ERROR
+
+
 def reason_of(exc: BaseException) -> Reason:
-    """The reason code for any exception; unknown ones count as corrupt media, never as success."""
+    """The reason code for any exception; unknown ones are our own fault, never the media's."""
     if isinstance(exc, MediaWorkerError) and exc.reason is not None:
         return exc.reason
     if isinstance(exc, TimeoutError):
         return Reason.TIMEOUT
     if isinstance(exc, ConnectionError):
         return Reason.STORAGE_UNAVAILABLE
-    return Reason.CORRUPT_MEDIA
+    if isinstance(exc, MemoryError):
+        return Reason.TOO_LARGE
+    return Reason.INTERNAL_ERROR
