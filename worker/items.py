@@ -1,4 +1,8 @@
-"""A registered item (SPEC section 3): the reference a task or a command line carries."""
+"""A registered item (SPEC section 3): the reference a task or a command line carries.
+
+Constructing an `Item` checks its `item_id`, `slot` and `key` (`worker.identifiers`), so no
+refused value reaches storage: a bad one raises `InvalidItem` (exit 2 on the command line,
+`invalid_item` through the queue)."""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ import uuid
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from worker.identifiers import check_key, check_name
 
 ITEM_NAMESPACE = uuid.NAMESPACE_URL
 
@@ -27,14 +33,26 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     integration: str
-    key: Annotated[str, Field(min_length=1)]
+    key: str
     item_id: str = ""
     slot: str = "0"
     type: ItemType = ItemType.AUTO
     fps: Annotated[float, Field(ge=0)] = 0
 
+    @field_validator("key")
+    @classmethod
+    def _plain_key(cls, value: str) -> str:
+        # InvalidItem is not a ValueError: pydantic lets it through as it is.
+        return check_key(value)
+
+    @field_validator("slot")
+    @classmethod
+    def _plain_slot(cls, value: str) -> str:
+        return check_name("slot", value)
+
     @model_validator(mode="after")
     def _fill_item_id(self) -> Item:
         if not self.item_id:
             object.__setattr__(self, "item_id", default_item_id(self.key))
+        check_name("item_id", self.item_id)
         return self

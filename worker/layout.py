@@ -11,6 +11,9 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from worker.errors import InvalidItem
+from worker.identifiers import check_name
+
 Quality = Literal["high", "low"]
 
 METADATA = "metadata.json"
@@ -79,6 +82,11 @@ class SlotLayout:
     item_id: str
     slot: str = "0"
 
+    def __post_init__(self) -> None:
+        # The last line of defence: no key outside `<prefix>/<item_id>/files/<slot>/` is built.
+        check_name("item_id", self.item_id)
+        check_name("slot", self.slot)
+
     @property
     def item_root(self) -> str:
         return f"{self.prefix}/{self.item_id}/"
@@ -106,7 +114,10 @@ class SlotLayout:
         match = _SLOT_KEY.match(key)
         if match is None:
             return None
-        return cls(match["prefix"], match["item_id"], match["slot"])
+        try:
+            return cls(match["prefix"], match["item_id"], match["slot"])
+        except InvalidItem:
+            return None
 
 
 _SLOT_KEY = re.compile(r"^(?P<prefix>.+)/(?P<item_id>[^/]+)/files/(?P<slot>[^/]+)/")

@@ -32,6 +32,7 @@ from worker.layout import SlotLayout
 from worker.media import MediaResult, ProgressCallback, Sink, no_progress
 from worker.observability import observe_bytes, observe_stage, observed_item
 from worker.payloads import ItemResult, Metadata, SourceInfo, Status, build_payload
+from worker.safety import host_paths, internal_error, scrub_host
 from worker.sink import StorageSink
 from worker.storage import ReadableStorage, ReadOnlyView, Storage, open_storage
 from worker.storage.base import ObjectInfo, scratch_dir
@@ -69,12 +70,14 @@ def process_item(
             raise
         return _failed(item, exc, f"{exc} (storage kept failing after retries; try again later)")
     except PermanentError as exc:
-        log.warning("item %s (%s) failed: %s: %s", item.item_id, item.key, exc.reason, exc)
-        return _failed(item, exc, str(exc))
-    except Exception as exc:
-        # A decoder fault nobody mapped yet: this item fails, the worker and the batch go on.
-        log.exception("item %s (%s) failed unexpectedly", item.item_id, item.key)
-        return _failed(item, exc, f"{item.key}: could not be processed: {exc!r}")
+        message = scrub_host(str(exc), host_paths(settings.worker.work_dir))
+        log.warning("item %s (%s) failed: %s: %s", item.item_id, item.key, exc.reason, message)
+        return _failed(item, exc, message)
+    except Exception:
+        # Decoders' errors are mapped where they are called: anything else is our own fault.
+        # This item fails; the worker and the batch go on.
+        error = internal_error(log, f"processing item {item.item_id}")
+        return _failed(item, error, str(error))
 
 
 def _failed(item: Item, exc: BaseException, message: str) -> ItemResult:
@@ -226,7 +229,7 @@ def _image(
 ) -> MediaResult:
     from worker.media.image import process_image
 
-    return process_image(path, sink, s.limits, progress)
+    return process_image(path, sink, s.limits, progress, work_dir=work)
 
 
 def _video(

@@ -11,7 +11,6 @@ A read-only integration is handed a `ReadOnlyView`, which has no write method at
 from __future__ import annotations
 
 import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,7 +129,8 @@ class ReadOnlyView(ReadableStorage):
 
 
 def scratch_dir(base: Path | None, prefix: str) -> Path:
-    """A private temporary folder under the configured work dir (or the system's)."""
-    if base is not None:
-        base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    """A private (0700) temporary folder under the configured work dir (or the system's),
+    named so that a later start can remove it if this process is killed (`worker.scratch`)."""
+    from worker import scratch
+
+    return scratch.make(base, prefix.removeprefix("mw-").strip("-") or "item")

@@ -3,6 +3,11 @@
 A filesystem keeps no object metadata, so content type and encoding are derived from the name
 (`audio_peaks.gz` -> gzip), the way a static file server would serve them. Keys can never lead
 outside the root: absolute keys, `..` and symlinks pointing out are refused.
+
+Writes never follow a symlink, wherever one is planted: each folder of the key is opened
+relative to its parent with `O_NOFOLLOW`, the data goes to a temporary name created exclusively
+(`O_EXCL`) in the target folder, and is renamed over the final name (a rename replaces a
+symlink, it does not write through it).
 """
 
 from __future__ import annotations
@@ -10,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
-import shutil
+import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -95,14 +101,80 @@ class LocalStorage(Storage):
         content_type: str = "application/octet-stream",
         content_encoding: str | None = None,
     ) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        if isinstance(data, Path):
-            shutil.copyfile(data, partial)
-        else:
-            partial.write_bytes(data)
-        partial.replace(path)
+        self._path(key)  # the same refusals as reads, with the same messages
+        folders, name = self._split(key)
+        with self._folder(key, folders, create=True) as folder:
+            write_exclusive(folder, name, data)
 
     def delete(self, key: str) -> None:
-        self._path(key).unlink(missing_ok=True)
+        self._path(key)
+        folders, name = self._split(key)
+        try:
+            with self._folder(key, folders, create=False) as folder:
+                os.unlink(name, dir_fd=folder)
+        except FileNotFoundError:
+            return
+
+    @staticmethod
+    def _split(key: str) -> tuple[list[str], str]:
+        *folders, name = key.split("/")
+        return folders, name
+
+    @contextmanager
+    def _folder(self, key: str, folders: list[str], create: bool) -> Iterator[int]:
+        """A descriptor of the key's folder, reached without following any symlink."""
+        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for part in folders:
+                parent, fd = fd, -1
+                fd = _descend(parent, part, create, key)
+            yield fd
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+_NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+CHUNK = 1024 * 1024
+
+
+def _descend(parent: int, name: str, create: bool, key: str) -> int:
+    """Open folder `name` inside `parent` (closing `parent`); a symlink there is refused."""
+    try:
+        if create:
+            try:
+                os.mkdir(name, 0o755, dir_fd=parent)
+            except FileExistsError:
+                pass
+        return os.open(name, _DIR_FLAGS, dir_fd=parent)
+    except (NotADirectoryError, OSError) as exc:
+        if isinstance(exc, FileNotFoundError) and not create:
+            raise
+        raise PermissionDenied(
+            f"key {key!r}: a folder on its path is a symlink or a file; refusing to write"
+            " through it"
+        ) from None
+    finally:
+        os.close(parent)
+
+
+def write_exclusive(folder: int, name: str, data: bytes | Path) -> None:
+    """Write to a new, exclusively created temporary name in `folder`, then rename it to `name`."""
+    temporary = f".{name[:64]}.{secrets.token_hex(8)}.partial"
+    fd = os.open(temporary, _NEW_FILE_FLAGS, 0o644, dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            if isinstance(data, Path):
+                with data.open("rb") as src:
+                    while chunk := src.read(CHUNK):
+                        out.write(chunk)
+            else:
+                out.write(data)
+        os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
+    except BaseException:
+        try:
+            os.unlink(temporary, dir_fd=folder)
+        except FileNotFoundError:
+            pass
+        raise
