@@ -49,7 +49,7 @@ def internal_error(log: logging.Logger, doing: str) -> InternalError:
 def host_paths(*extra: Path | str | None) -> list[str]:
     """Folders of this host that may appear in a library's error text: scratch space first."""
     paths = [str(p) for p in extra if p]
-    paths += [tempfile.gettempdir(), os.path.expanduser("~")]
+    paths += [tempfile.gettempdir(), str(Path.home())]
     return sorted({p.rstrip("/") for p in paths if p and p != "/"}, key=len, reverse=True)
 
 

@@ -27,7 +27,7 @@ def make(base: Path | None, label: str) -> Path:
     if base is not None:
         base.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-{label}-", dir=base))
-    os.chmod(path, 0o700)  # mkdtemp's mode already; said again so no umask or copy changes it
+    path.chmod(0o700)  # mkdtemp's mode already; said again so no umask or copy changes it
     return path
 
 

@@ -16,7 +16,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.errors import CorruptMedia, MiraxIncomplete
+from worker.errors import CorruptMedia, MiraxIncomplete, UnsupportedFormat
+from worker.identifiers import printable
+from worker.safety import plain_file_name
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,8 @@ INDEX_VERSION = b"01.02"
 SLIDE_ZOOM_LEVEL = "Slide zoom level"
 _MAX_PAGES = 10_000_000
 """Guard against a looping page chain in a damaged index."""
+MAX_DATA_FILES = 100_000
+"""Scanners write a few hundred data files at most; more is a hostile count."""
 
 
 @dataclass(frozen=True)
@@ -52,12 +56,13 @@ def parse_slidedat(path: Path) -> SlidedatInfo:
         # Scanners write a UTF-8 byte order mark; utf-8-sig drops it.
         parser.read_string(path.read_text(encoding="utf-8-sig", errors="replace"))
         general, hier, datafile = parser["GENERAL"], parser["HIERARCHICAL"], parser["DATAFILE"]
-        count = int(datafile["FILE_COUNT"])
+        count = _count(datafile["FILE_COUNT"])
         data_files = tuple(datafile[f"FILE_{i}"].strip() for i in range(count))
         nonhier = sum(
-            int(hier.get(f"NONHIER_{i}_COUNT", "0")) for i in range(int(hier["NONHIER_COUNT"]))
+            _count(hier.get(f"NONHIER_{i}_COUNT", "0"))
+            for i in range(_count(hier["NONHIER_COUNT"]))
         )
-        levels = int(hier["HIER_0_COUNT"]) if hier.get("HIER_0_NAME") == SLIDE_ZOOM_LEVEL else 0
+        levels = _count(hier["HIER_0_COUNT"]) if hier.get("HIER_0_NAME") == SLIDE_ZOOM_LEVEL else 0
         return SlidedatInfo(
             slide_id=general["SLIDE_ID"].strip(),
             index_file=hier["INDEXFILE"].strip(),
@@ -67,9 +72,17 @@ def parse_slidedat(path: Path) -> SlidedatInfo:
         )
     except (configparser.Error, KeyError, ValueError) as exc:
         raise CorruptMedia(
-            f"{path}: not a readable MIRAX Slidedat.ini ({type(exc).__name__}: {exc}); "
-            "re-export the slide from the scanner software"
+            f"{path.parent.name}/{path.name}: not a readable MIRAX Slidedat.ini"
+            f" ({type(exc).__name__}: {exc}); re-export the slide from the scanner software"
         ) from None
+
+
+def _count(text: str) -> int:
+    """A count from Slidedat.ini, bounded before anything loops over it."""
+    value = int(text)
+    if not 0 <= value <= MAX_DATA_FILES:
+        raise ValueError(f"a count of {value} is out of range")
+    return value
 
 
 def check_mirax_complete(mrxs_path: Path) -> None:
@@ -87,6 +100,7 @@ def check_mirax_complete(mrxs_path: Path) -> None:
             f"MIRAX slide {name} is incomplete: {folder.name}/{SLIDEDAT} is missing; {fix}"
         )
     info = parse_slidedat(slidedat)
+    _refuse_outside_names(name, folder.name, info)
     problems = [
         f"{folder.name}/{part} is missing"
         for part in (info.index_file, *info.data_files)
@@ -96,6 +110,23 @@ def check_mirax_complete(mrxs_path: Path) -> None:
         problems = _truncation_problems(folder, info)
     if problems:
         raise MiraxIncomplete(f"MIRAX slide {name} is incomplete: {'; '.join(problems)}; {fix}")
+
+
+def _refuse_outside_names(name: str, folder: str, info: SlidedatInfo) -> None:
+    """OpenSlide opens whatever Slidedat.ini names, relative to the folder or not: only plain
+    file names of the slide's own folder are let through (SPEC section 11)."""
+    if len(info.data_files) > MAX_DATA_FILES:
+        raise UnsupportedFormat(
+            f"MIRAX slide {name}: {folder}/{SLIDEDAT} names {len(info.data_files)} data files,"
+            f" more than the {MAX_DATA_FILES} a scanner writes; re-export the slide"
+        )
+    for part in (info.index_file, *info.data_files):
+        if not plain_file_name(part):
+            raise UnsupportedFormat(
+                f"MIRAX slide {name}: {folder}/{SLIDEDAT} names a part {printable(part, 40)}"
+                f" that is not a plain file name of {folder}/; mediaworker reads only files"
+                " inside the slide's own folder. Re-export the slide from the scanner software"
+            )
 
 
 def _truncation_problems(folder: Path, info: SlidedatInfo) -> list[str]:
@@ -112,6 +143,7 @@ def _truncation_problems(folder: Path, info: SlidedatInfo) -> list[str]:
         part = info.data_files[fileno]
         size = (folder / part).stat().st_size
         if size < end:
+            # Sizes of the slide's own parts only: names outside its folder never get here.
             problems.append(
                 f"{folder.name}/{part} is truncated ({size} bytes; the index needs {end})"
             )

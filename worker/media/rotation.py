@@ -16,6 +16,7 @@ import av.error
 import av.filter
 from av.video.frame import VideoFrame
 
+from worker.media.demux import open_input, sniff_demuxer
 from worker.media.frames import thumbnail_jpeg, to_rgb
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,10 @@ def thumbnail_at(path: Path, stream_index: int, pts: int) -> bytes | None:
     """The thumbnail of the frame at `pts`, by seeking: only when the header's frame count
     misled the single pass about where the middle frame would be."""
     try:
-        with av.open(str(path)) as container:
+        demuxer = sniff_demuxer(path)
+        if demuxer is None:
+            return None
+        with open_input(path, demuxer) as container:
             stream = container.streams[stream_index]
             container.seek(pts, stream=stream, backward=True)
             for frame in container.decode(stream):
@@ -77,6 +81,6 @@ def thumbnail_at(path: Path, stream_index: int, pts: int) -> bytes | None:
                     image = to_rgb(frame).to_image()
                     turn = clockwise_degrees(frame)
                     return thumbnail_jpeg(image.rotate(-turn, expand=True) if turn else image)
-    except av.error.FFmpegError as exc:
+    except (av.error.FFmpegError, ValueError) as exc:
         log.warning("%s: seeking to the middle frame failed: %s", path.name, exc)
     return None

@@ -20,47 +20,36 @@ import av.error
 
 from worker.config import Limits
 from worker.errors import CorruptMedia, TooLarge, UnsupportedFormat
+from worker.media.demux import open_input, sniff_demuxer
 
 log = logging.getLogger(__name__)
 
-_CONTAINER_MAGIC = (
-    (4, b"ftyp"),  # MP4, MOV, M4V, 3GP
-    (4, b"moov"),
-    (4, b"mdat"),
-    (4, b"free"),
-    (4, b"wide"),
-    (0, b"\x1a\x45\xdf\xa3"),  # Matroska, WebM
-    (0, b"RIFF"),  # AVI
-    (0, b"OggS"),
-    (0, b"FLV"),
-    (0, b"\x00\x00\x01\xba"),  # MPEG program stream
-)
 _FRAME_EXACT_FORMATS = ("mov", "mp4", "avi")
 """Containers whose header counts frames exactly (a sample table or an index)."""
 
 
 def looks_like_video_container(path: Path) -> bool:
-    with path.open("rb") as stream:
-        head = stream.read(512)
-    if len(head) > 188 and head[0] == 0x47 and head[188] == 0x47:  # MPEG-TS sync bytes
-        return True
-    return any(head[at : at + len(magic)] == magic for at, magic in _CONTAINER_MAGIC)
+    return sniff_demuxer(path) is not None
 
 
 @contextmanager
 def open_container(path: Path) -> Iterator[av.container.InputContainer]:
-    try:
-        container = av.open(str(path), "r")
-    except av.error.FFmpegError as exc:
-        if looks_like_video_container(path):
-            raise CorruptMedia(
-                f"{path.name}: the container is damaged and cannot be opened ({exc.strerror});"
-                " a recording cut short or an interrupted upload does this: re-export or"
-                " re-upload the file"
-            ) from None
+    """The source opened by the demuxer its own bytes call for (`worker.media.demux`): never a
+    playlist, concat list or image sequence, which would read files other than the item."""
+    demuxer = sniff_demuxer(path)
+    if demuxer is None:
         raise UnsupportedFormat(
-            f"{path.name}: not a video container mediaworker can read (MP4, MOV, MKV, WebM,"
-            " AVI, ...); convert it to MP4 (H.264) and upload it again"
+            f"{path.name}: not a self-contained video container mediaworker reads (MP4, MOV,"
+            " MKV, WebM, AVI, MPEG-TS, ...); playlists (HLS, DASH), concat lists and image"
+            " sequences are refused. Convert it to MP4 (H.264) and upload it again"
+        )
+    try:
+        container = open_input(path, demuxer)
+    except (av.error.FFmpegError, ValueError) as exc:
+        raise CorruptMedia(
+            f"{path.name}: the container is damaged and cannot be opened"
+            f" ({getattr(exc, 'strerror', None) or exc}); a recording cut short or an"
+            " interrupted upload does this: re-export or re-upload the file"
         ) from None
     try:
         yield container

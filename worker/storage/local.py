@@ -17,7 +17,7 @@ import mimetypes
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
@@ -143,10 +143,8 @@ def _descend(parent: int, name: str, create: bool, key: str) -> int:
     """Open folder `name` inside `parent` (closing `parent`); a symlink there is refused."""
     try:
         if create:
-            try:
+            with suppress(FileExistsError):
                 os.mkdir(name, 0o755, dir_fd=parent)
-            except FileExistsError:
-                pass
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except (NotADirectoryError, OSError) as exc:
         if isinstance(exc, FileNotFoundError) and not create:
@@ -173,8 +171,6 @@ def write_exclusive(folder: int, name: str, data: bytes | Path) -> None:
                 out.write(data)
         os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
-        try:
+        with suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=folder)
-        except FileNotFoundError:
-            pass
         raise
