@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
 import tempfile
 import uuid
