@@ -28,11 +28,12 @@ from typing import Any, ClassVar
 
 from celery import Task, signals
 from celery.exceptions import SoftTimeLimitExceeded
+from pydantic import ValidationError
 
 from worker.celery_app import app
-from worker.errors import ItemTimeout, Reason, TransientError
+from worker.errors import InvalidItem, ItemTimeout, Reason, TransientError
 from worker.items import Item
-from worker.payloads import ItemResult
+from worker.payloads import ItemResult, Status
 from worker.pipeline import process_item
 from worker.queue import DeliveryCounter, broker_marks_redeliveries, delivery_counter
 from worker.storage import ReadOnlyView, Storage, open_storage
@@ -74,7 +75,10 @@ class ItemTask(Task):
         return self._storages[integration]
 
     def run_item(self, raw: dict[str, Any]) -> dict[str, Any]:
-        item = Item.model_validate(raw)
+        try:
+            item = Item.model_validate(raw)
+        except (InvalidItem, ValidationError, TypeError) as exc:
+            return refused(raw, exc).model_dump(mode="json")
         delivery = f"{self.request.id}:{self.request.retries}"
         count = self._delivery_count(delivery)
         poisoned = self._poison(item, count)
@@ -162,6 +166,32 @@ class ItemTask(Task):
         if self._counted():
             self.counter().clear_later(f"{self.request.id}:{retries}")
         raise self.retry(exc=exc, countdown=delay, max_retries=settings.max_retries)
+
+
+def refused(raw: Any, exc: Exception) -> ItemResult:
+    """The `invalid_item` result of a message whose item SPEC 3 refuses; nothing was requested.
+    Its fields echo what was sent, cut short."""
+    fields = raw if isinstance(raw, dict) else {}
+
+    def echo(name: str, default: str = "") -> str:
+        return str(fields.get(name, default))[:1024]
+
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        message = f"{'.'.join(map(str, first['loc'])) or 'item'}: {first['msg']}"
+    else:
+        message = str(exc)
+    log.warning("refused an item: %s", message)
+    return ItemResult(
+        item_id=echo("item_id"),
+        slot=echo("slot", "0"),
+        integration=echo("integration"),
+        key=echo("key"),
+        type=echo("type", "auto"),
+        status=Status.FAILED,
+        reason=Reason.INVALID_ITEM,
+        message=f"invalid item: {message}; fix the registration and enqueue it again",
+    )
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from worker.errors import ConfigError
 from worker.layout import normalize_prefix
+from worker.safety import endpoint_problem, region_problem
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,22 @@ class Integration(BaseModel):
             raise ValueError(f"unknown provider {value!r}; expected one of {names}")
         return value
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _safe_endpoint(cls, value: str | None) -> str | None:
+        problem = endpoint_problem(value) if value is not None else None
+        if problem:
+            raise ValueError(f"field 'endpoint_url': {problem}")
+        return value
+
     @model_validator(mode="after")
     def _check_provider_fields(self) -> Integration:
         set_ = object.__setattr__
+        derives_host = self.provider in (Provider.WASABI, Provider.AWS) and not self.endpoint_url
+        if self.region and derives_host:  # the region becomes part of the endpoint's host name
+            problem = region_problem(self.region)
+            if problem:
+                raise ValueError(f"field 'region': {self.region!r}: {problem}")
         if self.provider == Provider.LOCAL:
             if self.root is None:
                 raise ValueError("field 'root': a local integration needs a root folder")
@@ -202,23 +216,33 @@ def wasabi_endpoint(region: str) -> str:
     return f"https://s3.{region}.wasabisys.com"
 
 
+Positive = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
 class Limits(BaseModel):
-    """Safe defaults against hostile or accidental inputs (SPEC section 9)."""
+    """Safe defaults against hostile or accidental inputs (SPEC sections 9 and 11); every limit
+    is positive."""
 
     model_config = ConfigDict(extra="forbid")
 
-    max_image_pixels: int = 250_000_000
+    max_image_pixels: Positive = 250_000_000
     """Decompression-bomb guard, decided from the header before decoding."""
-    max_source_bytes: int = 50 * 1024**3
-    max_video_seconds: float = 4 * 3600
-    max_video_frames: int = 1_000_000
-    max_video_width: int = 8192
-    max_video_height: int = 8192
-    max_slide_pixels: int = 40_000_000_000
+    max_source_bytes: Positive = 50 * 1024**3
+    max_video_seconds: PositiveFloat = 4 * 3600
+    max_video_frames: Positive = 1_000_000
+    max_video_width: Positive = 8192
+    max_video_height: Positive = 8192
+    max_slide_pixels: Positive = 40_000_000_000
     """Whole-slide images: level-0 width x height (200k x 200k); bounds the Deep Zoom tile count."""
-    item_timeout_seconds: int = 2 * 3600
-    """Hard limit per item; the soft limit (which fails as `timeout`) is 90% of it."""
-    queue_timeout_seconds: dict[str, int] = {"images": 600}
+    item_timeout_seconds: Positive = 2 * 3600
+    """Hard limit per item, in every command and the worker; in the worker the soft limit
+    (which fails as `timeout`) is 90% of it."""
+    max_item_memory_mb: Positive = 3072
+    """Memory one item may claim: decoding whose header claims more (image, tile, associated
+    image) fails as `too_large` before it allocates; risky slide decoding runs in a child
+    process capped at this much address space."""
+    queue_timeout_seconds: dict[str, Positive] = {"images": 600}
     """Hard limit per queue (`images`, `videos`, `slides`), overriding item_timeout_seconds for
     the queues it lists; the soft limit (which fails as `timeout`) is 90% of it."""
 

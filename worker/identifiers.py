@@ -59,3 +59,10 @@ def printable(value: str, limit: int = 120) -> str:
     so a hostile key can neither forge a line nor flood one."""
     shown = value if len(value) <= limit else value[:limit] + "..."
     return repr(shown)
+
+
+def escape_controls(text: str) -> str:
+    """`text` with each control character written as an escape (`\\n`, `\\x1b`, ...)."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: m[0].encode("unicode_escape").decode("ascii"), text)

@@ -37,6 +37,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from worker.identifiers import escape_controls
+
 log = logging.getLogger(__name__)
 
 # --- secrets -------------------------------------------------------------------------------
@@ -191,6 +193,15 @@ class JsonFormatter(logging.Formatter):
         return scrub(json.dumps(line, ensure_ascii=False, default=str))
 
 
+class PlainFormatter(logging.Formatter):
+    """Plain text, one line per message: control characters a key may hold are escaped, so a
+    key cannot forge a log line (tracebacks, added after the message, keep their lines)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+
 def setup_logging(
     json_lines: bool = True, level: int = logging.INFO, stream: Any = None
 ) -> logging.Handler:
@@ -201,7 +212,7 @@ def setup_logging(
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

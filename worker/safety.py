@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 import tempfile
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from worker.errors import InternalError
 
@@ -59,3 +61,38 @@ def scrub_host(message: str, paths: Iterable[str]) -> str:
         if path in message:
             message = re.sub(re.escape(path) + r"(/[^\s'\"()]*/)?/?", "", message)
     return message
+
+
+# --- configuration values that could point a worker at its own host --------------------------
+
+_METADATA_V4 = ipaddress.ip_network("169.254.0.0/16")
+_METADATA_V6 = ipaddress.ip_address("fd00:ec2::254")
+_METADATA_NAMES = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+
+
+def endpoint_problem(url: str) -> str | None:
+    """Why `url` may not be a storage endpoint: http(s) only, never a cloud metadata address
+    (link-local 169.254.0.0/16, AWS's fd00:ec2::254), whose answers hold the host's credentials."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL with a host name"
+    host = parts.hostname.lower().rstrip(".")
+    if host in _METADATA_NAMES:
+        return f"{host} is a cloud metadata service, never a storage endpoint"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in _METADATA_V4 or address == _METADATA_V6:
+        return f"{host} is a link-local cloud metadata address, never a storage endpoint"
+    return None
+
+
+def region_problem(region: str) -> str | None:
+    """Why `region` is not shaped like a region name (`eu-central-2`, `us-east-1`, ...)."""
+    if _REGION.fullmatch(region):
+        return None
+    return "regions are shaped like 'eu-central-2': lowercase words joined by '-', then a number"

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -16,9 +17,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from worker.config import Settings, load_settings
-from worker.errors import ConfigError
-from worker.observability import setup_logging
+from worker.errors import ConfigError, MediaWorkerError
+from worker.observability import scrub, setup_logging
 from worker.payloads import ItemResult, Status
+from worker.scratch import exit_on_sigterm, remove_stale
 
 EXIT_OK, EXIT_ITEMS_FAILED, EXIT_CONFIG = 0, 1, 2
 
@@ -47,8 +49,16 @@ def setup(
     long-running commands), then the settings."""
     if json_logs is None:
         json_logs = os.environ.get("MEDIAWORKER_LOG_JSON", "") in ("1", "true", "yes")
+    _VERBOSE[0] = verbose
     setup_logging(json_lines=json_logs, level=logging.INFO if verbose else logging.WARNING)
-    return load_settings(config_file)
+    settings = load_settings(config_file)
+    exit_on_sigterm()
+    remove_stale(settings.worker.work_dir)
+    return settings
+
+
+_VERBOSE = [False]
+"""Whether `-v` was given: only then does an error escaping a command show its traceback."""
 
 
 def run_guarded(run: Callable[[], Any]) -> int:
@@ -66,7 +76,19 @@ def run_guarded(run: Callable[[], Any]) -> int:
     except click.Abort:
         click.echo("mediaworker: aborted", err=True)
         return EXIT_ITEMS_FAILED
+    except Exception as exc:
+        # Configuration, credentials, connections, an id refused before any request: one line.
+        click.echo(f"mediaworker: error: {_one_line(exc)}", err=True)
+        if _VERBOSE[0]:
+            traceback.print_exc()
+        return EXIT_CONFIG
     return result if isinstance(result, int) else EXIT_OK
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, MediaWorkerError) else f"{type(exc).__name__}: {exc}"
+    text = scrub(" ".join(text.split()))
+    return text if len(text) <= 400 else text[:400] + "..."
 
 
 def exit_code(results: Iterable[ItemResult]) -> int:

@@ -17,6 +17,7 @@ from worker.cli.common import (
 )
 from worker.cli.report import report_option, write_run_report
 from worker.items import Item, ItemType
+from worker.limits import item_deadline
 from worker.pipeline import process_item
 from worker.storage import open_storage
 
@@ -48,7 +49,6 @@ def process_command(
     if item_id and len(keys) > 1:
         raise click.UsageError("--item-id names one item; give a single KEY with it")
     settings = setup(config_file, verbose)
-    storage = open_storage(settings.integration(integration), settings)
     items = [
         Item(
             integration=integration,
@@ -59,12 +59,14 @@ def process_command(
             slot=slot,
         )
         for key in keys
-    ]
+    ]  # every id, slot and key is checked here, before any request (exit 2 when refused)
+    storage = open_storage(settings.integration(integration), settings)
     results = []
     started = datetime.now(UTC)
     with progress_bar(len(items), "processing", enabled=not as_json) as advance:
         for item in items:
-            result = process_item(item, settings, storage)
+            with item_deadline(settings.limits.item_timeout_seconds, item.key):
+                result = process_item(item, settings, storage)
             results.append(result)
             if as_json:
                 emit_json(result_json(result))
