@@ -63,7 +63,7 @@ def process_item(
         if isinstance(storage, ReadOnlyView):
             from worker.verify import verify_item
 
-            return verify_item(item, integration, storage)
+            return verify_item(item, integration, storage, limits=settings.limits)
         return _process(item, integration, settings, storage, progress, source or storage)
     except TransientError as exc:
         if raise_transient:

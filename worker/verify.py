@@ -12,11 +12,10 @@ at `visible_frames`, every HLS segment an index names exists, the Deep Zoom tile
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
-import math
 import xml.etree.ElementTree as ET
+import zlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +24,8 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from worker.config import Integration
+from worker.claims import dzi_levels, inflate_capped, payload_claims, peaks_cap, pyramid
+from worker.config import Integration, Limits
 from worker.errors import NotFound, PermissionDenied
 from worker.items import Item, default_item_id
 from worker.layout import Rel, SlotLayout, section_key
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 HEAD_CONCURRENCY = 16
 """HEAD requests in flight per item: a long video has thousands of sections to check."""
 THUMBNAIL_BOX = (356, 200)
+THUMBNAIL_FORMATS = ("JPEG", "PNG", "WEBP")
+"""A thumbnail is a JPEG; only decoders that never run other programs are offered others."""
 MAX_READ_BYTES = 64 * 1024**2
 """Largest object read whole for a content check (manifest, DZI, thumbnail)."""
 DENIED_HINT = (
@@ -75,6 +77,7 @@ def verify_item(
     integration: Integration,
     storage: ReadableStorage,
     payload: Payload | None = None,
+    limits: Limits | None = None,
 ) -> ItemResult:
     """Check one item's pre-extracted assets: `ok`, or `missing_assets` naming each bad key.
 
@@ -88,15 +91,26 @@ def verify_item(
         _check_objects(storage, [item.key, layout.key(Rel.THUMBNAIL)], report)
         _check_thumbnail(storage, layout.key(Rel.THUMBNAIL), report)
         return _result(item, item.type.value, None, report)
-    verify_payload(payload, storage, report)
+    verify_payload(payload, storage, report, limits)
     return _result(item, payload_type(payload), payload, report)
 
 
 def verify_payload(
-    payload: Payload, storage: ReadableStorage, report: Report | None = None
+    payload: Payload,
+    storage: ReadableStorage,
+    report: Report | None = None,
+    limits: Limits | None = None,
 ) -> Report:
-    """Every check SPEC 6 names, for the keys one registration payload lists."""
+    """Every check SPEC 6 names, for the keys one registration payload lists. Counts and sizes
+    the payload claims are checked first (`worker.claims`): none is expanded into keys unless
+    it is within the limits."""
     report = report if report is not None else Report()
+    limits = limits or Limits()
+    claims = payload_claims(payload, limits)
+    for claim in claims:
+        report.add(claim.key, claim.problem)
+    if claims:
+        return report
     slot = SlotLayout.containing(payload.storage_thumbnail_key)
     keys = [payload.storage_key, payload.storage_thumbnail_key]
     if isinstance(payload, VideoPayload):
@@ -108,7 +122,7 @@ def verify_payload(
     infos = _check_objects(storage, keys, report)
     _check_thumbnail(storage, payload.storage_thumbnail_key, report)
     if isinstance(payload, VideoPayload):
-        _check_video(payload, storage, report)
+        _check_video(payload, storage, report, limits)
     elif isinstance(payload, SlidePayload):
         _check_tiles(payload, storage, report)
     if isinstance(payload, ImagePayload | SlidePayload):
@@ -244,9 +258,10 @@ def _check_thumbnail(storage: ReadableStorage, key: str, report: Report) -> None
     if data is None:
         return
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            size = image.size
+        with Image.open(io.BytesIO(data), formats=THUMBNAIL_FORMATS) as image:
+            size = image.size  # from the header: nothing over the box is ever decoded
+            if size[0] <= THUMBNAIL_BOX[0] and size[1] <= THUMBNAIL_BOX[1]:
+                image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         report.add(key, f"invalid: the thumbnail does not decode ({exc}); extract it again")
         return
@@ -254,7 +269,9 @@ def _check_thumbnail(storage: ReadableStorage, key: str, report: Report) -> None
         report.add(key, f"invalid: the thumbnail is {size[0]}x{size[1]}, over 356x200")
 
 
-def _check_video(payload: VideoPayload, storage: ReadableStorage, report: Report) -> None:
+def _check_video(
+    payload: VideoPayload, storage: ReadableStorage, report: Report, limits: Limits
+) -> None:
     _check_manifest(payload, storage, report)
     # A section past `visible_frames` means the sections and the payload disagree on the count.
     for prefix, ext in (
@@ -273,7 +290,7 @@ def _check_video(payload: VideoPayload, storage: ReadableStorage, report: Report
         if not segment_keys(rendition.index):
             report.add(f"hls_segments.{quality}_quality.index", "invalid: names no segment")
     if payload.storage_audio_peaks_key:
-        _check_gzip(storage, payload.storage_audio_peaks_key, report)
+        _check_gzip(storage, payload.storage_audio_peaks_key, report, peaks_cap(payload, limits))
 
 
 def _check_manifest(payload: VideoPayload, storage: ReadableStorage, report: Report) -> None:
@@ -295,14 +312,16 @@ def _check_manifest(payload: VideoPayload, storage: ReadableStorage, report: Rep
             report.add(key, f"invalid: {visible} visible lines, expected {payload.visible_frames}")
 
 
-def _check_gzip(storage: ReadableStorage, key: str, report: Report) -> None:
+def _check_gzip(storage: ReadableStorage, key: str, report: Report, cap: int) -> None:
     data = _read_for_check(storage, key, report)
     if data is None:
         return
     try:
-        gzip.decompress(data)
-    except (OSError, EOFError) as exc:
+        inflate_capped(data, cap)
+    except zlib.error as exc:
         report.add(key, f"invalid: not gzip data ({exc})")
+    except ValueError as exc:
+        report.add(key, f"invalid: {exc}; extract it again")
 
 
 def _check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report) -> None:
@@ -312,9 +331,13 @@ def _check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report
     if data is None or slot is None:
         return
     try:
-        levels = dzi_level_tiles(data)
-    except (ET.ParseError, KeyError, ValueError) as exc:
-        report.add(key, f"invalid: not a Deep Zoom descriptor ({exc})")
+        levels = dzi_levels(data, payload)
+    except (ET.ParseError, KeyError, ValueError, StopIteration) as exc:
+        report.add(key, f"invalid: not the Deep Zoom descriptor of this slide ({exc})")
+        return
+    described = sum(cols * rows for cols, rows in levels)
+    if described != payload.tile_count:
+        report.add(key, f"invalid: describes {described} tiles, payload says {payload.tile_count}")
         return
     tiles = [
         slot.key(Rel.tile(level, col, row))
@@ -322,23 +345,16 @@ def _check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report
         for row in range(rows)
         for col in range(cols)
     ]
-    if len(tiles) != payload.tile_count:
-        report.add(key, f"invalid: describes {len(tiles)} tiles, payload says {payload.tile_count}")
     _check_objects(storage, tiles, report)
 
 
 def dzi_level_tiles(dzi: bytes) -> list[tuple[int, int]]:
     """Columns and rows of each Deep Zoom level, smallest first, as OpenSlide's generator makes
-    them: halve (rounding up) down to 1x1, then count tiles of TileSize."""
+    them (for a descriptor already checked against its payload, see `worker.claims`)."""
     root = ET.fromstring(dzi)
     size = next(el for el in root.iter() if el.tag.endswith("Size"))
-    tile = int(root.attrib["TileSize"])
     width, height = int(size.attrib["Width"]), int(size.attrib["Height"])
-    dims = [(width, height)]
-    while width > 1 or height > 1:
-        width, height = max(1, math.ceil(width / 2)), max(1, math.ceil(height / 2))
-        dims.append((width, height))
-    return [(math.ceil(w / tile), math.ceil(h / tile)) for w, h in reversed(dims)]
+    return pyramid(width, height, int(root.attrib["TileSize"]))
 
 
 def _check_source_size(

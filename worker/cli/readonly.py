@@ -8,6 +8,8 @@ those assets and `registration.jsonl`.
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,12 @@ from worker.cli.common import (
     stderr,
 )
 from worker.cli.report import report_option, write_run_report
-from worker.errors import ConfigError, TransientError, reason_of
+from worker.config import Limits
+from worker.errors import ConfigError, InvalidItem, PermanentError, TransientError, reason_of
 from worker.items import Item
 from worker.layout import SlotLayout
-from worker.payloads import ItemResult, Metadata, Payload, parse_payload
+from worker.limits import item_deadline
+from worker.payloads import AssetProblem, ItemResult, Metadata, Payload, Status, parse_payload
 from worker.preextract import (
     LOCAL_DEST,
     Plan,
@@ -40,11 +44,13 @@ from worker.preextract import (
     write_registration,
 )
 from worker.preextract import run as run_preextract
+from worker.safety import internal_error
 from worker.storage import open_writable
-from worker.storage.base import ReadOnlyView
-from worker.verify import item_for_payload, verify_item
+from worker.storage.base import ObjectInfo, ReadOnlyView
+from worker.verify import MAX_READ_BYTES, item_for_payload, verify_item
 
 Job = tuple[Item, Payload | None]
+log = logging.getLogger(__name__)
 
 
 @click.command("verify")
@@ -78,17 +84,20 @@ def verify_command(
     target = settings.integration(integration)
     # Opened read-only whatever the integration's flag: verifying never writes.
     storage = ReadOnlyView(open_writable(target, settings))
+    jobs: Iterable[Job | ItemResult]
     if from_file is not None:
         jobs = _jobs_from_file(from_file, integration)
     elif keys:
         jobs = [(Item(integration=integration, key=key, slot=slot), None) for key in keys]
     else:
+        # One committed item at a time: the listing may be of millions.
         jobs = _jobs_from_listing(storage, target.prefix, integration)
+    total = len(jobs) if isinstance(jobs, list) else 0
     results = []
     started = datetime.now(UTC)
-    with progress_bar(len(jobs), "verifying", enabled=not as_json) as advance:
-        for item, payload in jobs:
-            result = _verify_one(item, target, storage, payload)
+    with progress_bar(total, "verifying", enabled=not as_json) as advance:
+        for job in jobs:
+            result = _verify_one_bounded(job, target, storage, settings.limits)
             results.append(result)
             if as_json:
                 emit_json(result_json(result))
@@ -99,13 +108,24 @@ def verify_command(
     return report(results, as_json)
 
 
-def _verify_one(
-    item: Item, target: Any, storage: ReadOnlyView, payload: Payload | None
+def _verify_one_bounded(
+    job: Job | ItemResult, target: Any, storage: ReadOnlyView, limits: Limits
 ) -> ItemResult:
+    """One item's verification, within the item's time limit; whatever goes wrong with it
+    becomes its result, so one bad item never ends the batch."""
+    if isinstance(job, ItemResult):
+        return job
+    item, payload = job
     try:
-        return verify_item(item, target, storage, payload)
+        with item_deadline(limits.item_timeout_seconds, item.key):
+            return verify_item(item, target, storage, payload, limits)
     except TransientError as exc:
         return ItemResult.failure(item, reason_of(exc), f"{exc} (try again later)")
+    except PermanentError as exc:
+        return ItemResult.failure(item, reason_of(exc), str(exc))
+    except Exception:
+        error = internal_error(log, f"verifying item {item.item_id}")
+        return ItemResult.failure(item, error.reason, str(error))
 
 
 def _jobs_from_file(path: Path, integration: str) -> list[Job]:
@@ -116,35 +136,61 @@ def _jobs_from_file(path: Path, integration: str) -> list[Job]:
             continue
         try:
             jobs.append(_job_from_line(json.loads(line), integration))
-        except (json.JSONDecodeError, ValidationError, TypeError, KeyError) as exc:
+        except (json.JSONDecodeError, ValidationError, TypeError, KeyError, InvalidItem) as exc:
             raise ConfigError(
                 f"{path}:{number}: not a registration payload, result line or item ({exc})"
             ) from None
     return jobs
 
 
-def _jobs_from_listing(storage: ReadOnlyView, prefix: str, integration: str) -> list[Job]:
+def _jobs_from_listing(
+    storage: ReadOnlyView, prefix: str, integration: str
+) -> Iterator[Job | ItemResult]:
     """Every committed slot under the prefix, found by listing it (this needs list permission,
     `s3:ListBucket`, unlike verifying named KEYs): its `metadata.json` names the source and
-    holds the payload to check against."""
-    jobs: list[Job] = []
+    holds the payload to check against. A marker that cannot be used is that item's result."""
     for info in storage.list(f"{prefix}/"):
         slot = SlotLayout.containing(info.key)
         if slot is None or info.key != slot.metadata_key:
             continue
-        try:
-            metadata = Metadata.model_validate_json(storage.read_bytes(info.key))
-        except ValidationError as exc:
-            raise ConfigError(f"{info.key}: not a mediaworker metadata.json ({exc})") from None
-        item = Item(
-            integration=integration,
-            key=metadata.source.key,
-            item_id=slot.item_id,
-            slot=slot.slot,
-            type=item_for_payload(metadata.payload, integration).type,
+        placeholder = Item(
+            integration=integration, key=info.key, item_id=slot.item_id, slot=slot.slot
         )
-        jobs.append((item, metadata.payload))
-    return jobs
+        try:
+            metadata = Metadata.model_validate_json(_read_marker(storage, info))
+            item = Item(
+                integration=integration,
+                key=metadata.source.key,
+                item_id=slot.item_id,
+                slot=slot.slot,
+                type=item_for_payload(metadata.payload, integration).type,
+            )
+        except (ValidationError, ValueError, InvalidItem) as exc:
+            problem = f"invalid: not a usable mediaworker metadata.json ({_first_line(exc)})"
+            yield _marker_result(placeholder, info.key, problem)
+            continue
+        yield item, metadata.payload
+
+
+def _read_marker(storage: ReadOnlyView, info: ObjectInfo) -> bytes:
+    if info.size > MAX_READ_BYTES:
+        raise ValueError(f"{info.size} bytes, far more than a commit marker holds")
+    return storage.read_range(info.key, 0, MAX_READ_BYTES)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _marker_result(item: Item, key: str, problem: str) -> ItemResult:
+    return ItemResult.of(
+        item,
+        Status.MISSING_ASSETS,
+        message=f"1 assets missing or invalid: {key}: {problem}",
+        assets=[key],
+        problems=[AssetProblem(key=key, problem=problem)],
+    )
 
 
 def _job_from_line(data: dict[str, Any], integration: str) -> Job:
