@@ -30,8 +30,10 @@ from worker import PIPELINE_VERSION
 from worker.config import Integration, Provider, Settings
 from worker.errors import ConfigError, MediaWorkerError, Reason
 from worker.fetch import item_keys, source_key
+from worker.identifiers import key_problem, printable
 from worker.items import Item
 from worker.layout import SlotLayout, normalize_prefix, registration_key
+from worker.limits import item_deadline
 from worker.payloads import ItemResult, Metadata, Payload, Status, VideoPayload
 from worker.pipeline import process_item
 from worker.storage import ReadableStorage, Storage, open_storage
@@ -160,7 +162,34 @@ def _hidden(key: str) -> bool:
 
 
 def plan_items(plan: Plan, keys: Iterable[str]) -> list[Item]:
-    return [Item(integration=plan.dest, key=key, fps=plan.fps) for key in keys]
+    """An item for each key that SPEC 3 accepts; the others are logged and left out (see
+    `refused_keys`, which reports them as `invalid_item`)."""
+    return [Item(integration=plan.dest, key=key, fps=plan.fps) for key in keys if _usable(key)]
+
+
+def refused_keys(plan: Plan, keys: Iterable[str]) -> list[ItemResult]:
+    """An `invalid_item` result for each SOURCE file whose name SPEC 3 refuses as a key."""
+    results = []
+    for key in keys:
+        problem = key_problem(key)
+        if problem is not None:
+            results.append(
+                ItemResult(
+                    item_id="",
+                    slot="0",
+                    integration=plan.dest,
+                    key=key,
+                    type="auto",
+                    status=Status.FAILED,
+                    reason=Reason.INVALID_ITEM,
+                    message=f"{printable(key)}: as an item key it {problem}; rename the file",
+                )
+            )
+    return results
+
+
+def _usable(key: str) -> bool:
+    return key_problem(key) is None
 
 
 def extract_one(plan: Plan, item: Item) -> ItemResult:
@@ -171,7 +200,8 @@ def extract_one(plan: Plan, item: Item) -> ItemResult:
     done = _completed(plan, item, dest, source)
     if done is not None:
         return done
-    return process_item(item, plan.settings, dest, source=source)
+    with item_deadline(plan.settings.limits.item_timeout_seconds, item.key):
+        return process_item(item, plan.settings, dest, source=source)
 
 
 def _completed(plan: Plan, item: Item, dest: Storage, source: ReadableStorage) -> ItemResult | None:

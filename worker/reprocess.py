@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from worker import PIPELINE_VERSION
 from worker.config import Integration
 from worker.errors import NotFound
+from worker.identifiers import key_problem, printable
 from worker.items import Item, ItemType, default_item_id
 from worker.layout import SlotLayout
 from worker.payloads import Metadata
@@ -68,7 +69,8 @@ class ReprocessSummary:
     listed: int = 0
     """Every key the listing returned under `--under`."""
     not_sources: int = 0
-    """Our own renditions, MIRAX data files and keys with no media extension."""
+    """Our own renditions, MIRAX data files, keys with no media extension and keys SPEC 3
+    refuses (logged)."""
     filtered_out: int = 0
     """Sources left out by `--type` or `--since`."""
     up_to_date: int = 0
@@ -268,7 +270,12 @@ def _candidates(
     for info in storage.list(options.under):
         summary.listed += 1
         item_type = sources.source_type(info.key)
-        if item_type is None:
+        problem = key_problem(info.key)
+        if problem is not None:
+            # Never enqueued: SPEC 3 refuses it (a worker would report `invalid_item`).
+            log.warning("key %s is left out: it %s", printable(info.key), problem)
+            summary.not_sources += 1
+        elif item_type is None:
             summary.not_sources += 1
         elif not _passes(info, item_type, options):
             summary.filtered_out += 1

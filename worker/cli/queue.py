@@ -15,7 +15,7 @@ from worker.celery_app import QUEUES, app, is_embedded, prefetch_multiplier, que
 from worker.cli.common import common_options, emit_json, progress_bar, report, setup, stderr
 from worker.cli.process import TYPE_CHOICE
 from worker.cli.report import report_option, write_run_report
-from worker.errors import ConfigError, Reason
+from worker.errors import ConfigError, InvalidItem, Reason
 from worker.items import Item, ItemType
 from worker.payloads import ItemResult
 from worker.queue import Enqueued, producer_app, send_items
@@ -87,7 +87,7 @@ def _read_items(stream: IO[str], integration: str | None) -> Iterator[Item]:
             if integration and "integration" not in data:
                 data["integration"] = integration
             yield Item.model_validate(data)
-        except ValueError as exc:
+        except (ValueError, InvalidItem) as exc:
             name = getattr(stream, "name", "items file")
             raise ConfigError(f"{name} line {number}: not a valid item: {exc}") from None
 

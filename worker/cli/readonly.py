@@ -39,6 +39,7 @@ from worker.preextract import (
     default_jobs,
     discover,
     plan_items,
+    refused_keys,
     resolve_dest,
     resolve_source,
     write_registration,
@@ -253,8 +254,9 @@ def preextract_command(
         fps=fps,
     )
     local_dest = Path(dest) if dest_name == LOCAL_DEST else None
-    items = plan_items(plan, discover(plan, exclude=local_dest))
-    if not items:
+    keys = discover(plan, exclude=local_dest)
+    items, refused = plan_items(plan, keys), refused_keys(plan, keys)
+    if not items and not refused:
         raise ConfigError(f"SOURCE {source} holds no files to extract")
     started = datetime.now(UTC)
     with progress_bar(len(items), "extracting", enabled=not as_json) as advance:
@@ -264,7 +266,9 @@ def preextract_command(
                 emit_json(result_json(result))
             advance()
 
-        results = run_preextract(plan, items, jobs or default_jobs(), on_result=done)
+        for result in refused:
+            done(result)
+        results = refused + run_preextract(plan, items, jobs or default_jobs(), on_result=done)
     key = write_registration(plan, results)
     if not as_json:
         stderr.print(f"registration payloads: {key} in {dest}")
