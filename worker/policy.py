@@ -20,8 +20,10 @@ import json
 import shlex
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from worker.config import Integration, Provider
+from worker.errors import ConfigError
 
 PLACEHOLDER_PRINCIPAL = "arn:aws:iam::111122223333:user/mediaworker"
 """Shown when no --principal is given; `policy` says to replace it."""
@@ -129,8 +131,13 @@ def _list_statement(
     return statement
 
 
+def cors_methods(origin: str, readonly: bool) -> list[str]:
+    """PUT only for a read-write integration and a named origin: never from any site (`*`)."""
+    return ["GET", "HEAD"] if readonly or origin == "*" else ["GET", "HEAD", "PUT"]
+
+
 def s3_cors(origin: str, readonly: bool) -> dict[str, Any]:
-    methods = ["GET", "HEAD"] if readonly else ["GET", "HEAD", "PUT"]
+    methods = cors_methods(origin, readonly)
     return {
         "CORSRules": [
             {
@@ -189,7 +196,10 @@ def _s3_explanations(request: PolicyRequest) -> list[str]:
     )
     if not request.principal:
         lines.append(f"Replace {PLACEHOLDER_PRINCIPAL} with the ARN the workers run as.")
-    methods = "GET and HEAD" if integ.readonly else "GET, HEAD and PUT"
+    *first, last = cors_methods(request.origin, integ.readonly)
+    methods = f"{', '.join(first)} and {last}"
+    if not integ.readonly and request.origin == "*":
+        lines.append("PUT is allowed only from a named origin: give --origin https://viewer...")
     lines.append(
         f"CORS: browsers at {request.origin} may {methods} the renditions, with Range requests"
         " (HLS, tiles) and the headers a viewer reads exposed."
@@ -212,7 +222,7 @@ def azure_setup(request: PolicyRequest) -> Setup:
     )
     container_scope = f"{account_scope}/blobServices/default/containers/{integ.azure_container}"
     role = AZURE_READER if integ.readonly else AZURE_CONTRIBUTOR
-    methods = "GET HEAD OPTIONS" if integ.readonly else "GET HEAD OPTIONS PUT"
+    methods = " ".join([*cors_methods(request.origin, integ.readonly), "OPTIONS"])
     setup = Setup(provider="azure")
     setup.commands = [
         f"az role assignment create --assignee {assignee} --role {shlex.quote(role)}"
@@ -249,7 +259,30 @@ def azure_setup(request: PolicyRequest) -> Setup:
     return setup
 
 
+def check_request(request: PolicyRequest) -> None:
+    """Refuse what would print a policy open to anyone or reaching outside the bucket's folders."""
+    principal = (request.principal or "").strip()
+    if principal == "*" or principal.endswith(":*") or principal.endswith("/*"):
+        raise ConfigError(
+            f"--principal {principal!r} would grant every AWS account access to the bucket;"
+            " give the ARN (S3) or identity (Azure) the workers run as"
+        )
+    for folder in request.source_prefixes:
+        if ".." in folder.split("/") or "*" in folder or any(ord(c) < 32 for c in folder):
+            raise ConfigError(
+                f"--items {folder!r}: a folder of the bucket, without '..', '*' or control"
+                " characters"
+            )
+    origin = urlsplit(request.origin)
+    is_origin = origin.scheme in ("http", "https") and origin.hostname and origin.path in ("", "/")
+    if request.origin != "*" and not is_origin:
+        raise ConfigError(
+            f"--origin {request.origin!r}: give '*' or an origin such as https://viewer.example"
+        )
+
+
 def build_setup(request: PolicyRequest) -> Setup:
+    check_request(request)
     provider = request.integration.provider
     if provider.is_s3:
         return s3_setup(request)

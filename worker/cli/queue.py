@@ -137,7 +137,7 @@ def result_of(async_result: Any, item: Item, timeout: float) -> ItemResult:
     reason = Reason.TIMEOUT if type(value).__name__ == "TimeLimitExceeded" else None
     return ItemResult.failure(
         item,
-        reason or Reason.CORRUPT_MEDIA,
+        reason or Reason.INTERNAL_ERROR,
         f"{item.key}: task {async_result.id} failed: {value!r}",
     )
 
