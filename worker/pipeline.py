@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from worker import PIPELINE_VERSION
-from worker.config import Integration, Settings
+from worker.config import Integration, Limits, Settings
 from worker.errors import (
     MediaWorkerError,
     PermanentError,
@@ -29,6 +29,7 @@ from worker.errors import (
 from worker.fetch import fetch_source, source_key
 from worker.items import Item, ItemType
 from worker.layout import SlotLayout
+from worker.limits import budget_bytes
 from worker.media import MediaResult, ProgressCallback, Sink, no_progress
 from worker.observability import observe_bytes, observe_stage, observed_item
 from worker.payloads import ItemResult, Metadata, SourceInfo, Status, build_payload
@@ -245,7 +246,22 @@ def _slide(
 ) -> MediaResult:
     from worker.media.slide import process_slide
 
+    guard_slide(path, s.limits)
     return process_slide(path, sink, s.limits, progress)
+
+
+def guard_slide(path: Path, limits: Limits) -> None:
+    """Before this process decodes a slide: its parts stay in its folder (MIRAX), its header's
+    claims fit the limits (TIFF), and a sandboxed first decode did not crash."""
+    from worker.media.mirax import check_mirax_complete
+    from worker.media.sandbox import probe_slide
+    from worker.media.tiffheader import check_tiff_claims
+
+    if path.suffix.lower() == ".mrxs":
+        check_mirax_complete(path)
+    else:
+        check_tiff_claims(path, limits)
+    probe_slide(path, budget_bytes(limits), limits.item_timeout_seconds)
 
 
 PROCESSORS: dict[ItemType, Processor] = {

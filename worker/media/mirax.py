@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.errors import CorruptMedia, MiraxIncomplete, UnsupportedFormat
-from worker.identifiers import printable
 from worker.safety import plain_file_name
 
 log = logging.getLogger(__name__)
@@ -120,12 +119,15 @@ def _refuse_outside_names(name: str, folder: str, info: SlidedatInfo) -> None:
             f"MIRAX slide {name}: {folder}/{SLIDEDAT} names {len(info.data_files)} data files,"
             f" more than the {MAX_DATA_FILES} a scanner writes; re-export the slide"
         )
-    for part in (info.index_file, *info.data_files):
+    entries = {"INDEXFILE": info.index_file}
+    entries |= {f"FILE_{i}": part for i, part in enumerate(info.data_files)}
+    for entry, part in entries.items():
         if not plain_file_name(part):
+            # The name itself is not repeated: it may be a path of this host.
             raise UnsupportedFormat(
-                f"MIRAX slide {name}: {folder}/{SLIDEDAT} names a part {printable(part, 40)}"
-                f" that is not a plain file name of {folder}/; mediaworker reads only files"
-                " inside the slide's own folder. Re-export the slide from the scanner software"
+                f"MIRAX slide {name}: {entry} in {folder}/{SLIDEDAT} is not a plain file name"
+                f" of {folder}/; mediaworker reads only files inside the slide's own folder."
+                " Re-export the slide from the scanner software"
             )
 
 

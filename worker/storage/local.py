@@ -32,10 +32,7 @@ class LocalStorage(Storage):
         self.integration = integration
 
     def _path(self, key: str) -> Path:
-        if not key or key.startswith("/") or "\\" in key or "\0" in key:
-            raise PermissionDenied(f"key {key!r} is not a relative storage key")
-        if any(part in ("..", ".") for part in key.split("/")):
-            raise PermissionDenied(f"key {key!r} may not contain '.' or '..' components")
+        _check_relative(key)
         resolved = Path(os.path.realpath(self.root / key))
         if resolved != self.root and self.root not in resolved.parents:
             raise PermissionDenied(f"key {key!r} leads outside the integration's root")
@@ -101,13 +98,13 @@ class LocalStorage(Storage):
         content_type: str = "application/octet-stream",
         content_encoding: str | None = None,
     ) -> None:
-        self._path(key)  # the same refusals as reads, with the same messages
+        _check_relative(key)  # a symlink as the last part is replaced, never written through
         folders, name = self._split(key)
         with self._folder(key, folders, create=True) as folder:
             write_exclusive(folder, name, data)
 
     def delete(self, key: str) -> None:
-        self._path(key)
+        _check_relative(key)
         folders, name = self._split(key)
         try:
             with self._folder(key, folders, create=False) as folder:
@@ -132,6 +129,13 @@ class LocalStorage(Storage):
         finally:
             if fd >= 0:
                 os.close(fd)
+
+
+def _check_relative(key: str) -> None:
+    if not key or key.startswith("/") or "\\" in key or "\0" in key:
+        raise PermissionDenied(f"key {key!r} is not a relative storage key")
+    if any(part in ("..", ".", "") for part in key.split("/")):
+        raise PermissionDenied(f"key {key!r} may not contain empty, '.' or '..' components")
 
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
