@@ -21,6 +21,7 @@ MAX_DZI_LEVELS = 40
 """2^40 pixels a side: no slide comes near."""
 MIN_TILE_SIZE = 16
 GZIP_SLACK = 64 * 1024
+INFLATE_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -130,19 +131,19 @@ def dzi_levels(dzi: bytes, payload: SlidePayload) -> list[tuple[int, int]]:
 
 
 def inflate_capped(data: bytes, cap: int) -> int:
-    """The decompressed size of gzip `data`, inflating at most `cap` bytes (one buffer's worth
-    at a time); ValueError when it would inflate past `cap`, zlib.error when not gzip."""
-    inflater = zlib.decompressobj(wbits=31)
-    total, chunk = 0, 1024 * 1024
-    pending = data
-    while pending and not inflater.eof:
-        out = inflater.decompress(pending, chunk)
-        total += len(out)
-        if total > cap:
-            raise ValueError(f"it inflates to more than {cap:,} bytes, far more than audio peaks")
-        pending = inflater.unconsumed_tail
-    if not inflater.eof:
-        raise zlib.error("the gzip stream is truncated")
+    """The decompressed size of gzip `data` (every member), inflating at most `cap` bytes, one
+    buffer's worth at a time; ValueError past `cap`, zlib.error when it is not gzip."""
+    total, pending = 0, data
+    while pending:
+        inflater = zlib.decompressobj(wbits=31)
+        while pending and not inflater.eof:
+            total += len(inflater.decompress(pending, INFLATE_CHUNK))
+            if total > cap:
+                raise ValueError(f"it inflates to more than {cap:,} bytes, more than it can hold")
+            pending = inflater.unconsumed_tail
+        if not inflater.eof:
+            raise zlib.error("the gzip stream is truncated")
+        pending = inflater.unused_data
     return total
 
 

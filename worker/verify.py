@@ -262,6 +262,9 @@ def _check_thumbnail(storage: ReadableStorage, key: str, report: Report) -> None
             size = image.size  # from the header: nothing over the box is ever decoded
             if size[0] <= THUMBNAIL_BOX[0] and size[1] <= THUMBNAIL_BOX[1]:
                 image.load()
+    except Image.DecompressionBombError:
+        report.add(key, "invalid: the thumbnail's header claims a bomb's size, over 356x200")
+        return
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         report.add(key, f"invalid: the thumbnail does not decode ({exc}); extract it again")
         return
