@@ -34,6 +34,7 @@ from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 
 from worker.errors import CorruptMedia, NotFound, TooLarge, UnsupportedFormat
 from worker.layout import Rel
+from worker.limits import check_allocation
 from worker.media import ImageResult, ProgressCallback, Sink, no_progress
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ _T = Image.Transpose
 _ORIENTATION_OPS = {2: _T.FLIP_LEFT_RIGHT, 3: _T.ROTATE_180, 4: _T.FLIP_TOP_BOTTOM}
 _ORIENTATION_OPS |= {5: _T.TRANSPOSE, 6: _T.ROTATE_270, 7: _T.TRANSVERSE, 8: _T.ROTATE_90}
 _WHITE = 255
+_BYTES_PER_PIXEL = 4
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,9 @@ def _open(fp: IO[bytes], name: str, limits: Limits) -> tuple[Image.Image, _Sourc
             display_reason=display_reason,
             icc=image.info.get("icc_profile") or None,
         )
+    if source.format not in _DCT_SCALED or source.display_reason is not None:
+        # Decoded at full size (a JPEG thumbnail is decoded DCT-scaled, far smaller).
+        check_allocation(f"{name}: {width}x{height}", width * height * _BYTES_PER_PIXEL, limits)
     return image, source
 
 
