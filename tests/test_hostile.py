@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def check_case(line: dict, case: Case, root: Path) -> None:
     assert line["reason"] == case.reason, (case.name, line["message"])
     assert line["status"] == ("ok" if case.reason is None else "failed"), case.name
     assert "/tmp" not in line["message"] and str(Path.home()) not in line["message"], line
+    assert re.search(r"\d+ bytes", line["message"]) is None, line  # no size of any file
     marker = root / SlotLayout("data", line["item_id"]).metadata_key
     assert marker.exists() == (case.reason is None), case.name
 
@@ -253,3 +255,13 @@ def test_on_s3_hostile_sources_fail_and_refused_ids_send_nothing(
     assert after == before  # failed items leave nothing, and no key escaped its folder
     assert not any(".." in key.split("/") for key in after)
     assert keys
+
+
+def test_a_decoder_that_aborts_takes_only_its_sandbox_down(corpus: dict[str, Path]) -> None:
+    """Without the header check, OpenSlide asks GLib for one 14.4 GB tile and GLib aborts: in
+    the sandbox, that is this slide's `corrupt_media`, and this process goes on."""
+    from worker.errors import CorruptMedia
+    from worker.media.sandbox import probe_slide
+
+    with pytest.raises(CorruptMedia, match="decoder crashed on this file"):
+        probe_slide(corpus["bucket"] / "slides" / "huge_tile.tiff", 3 * 1024**3, 120)

@@ -154,3 +154,12 @@ def peaks_cap(payload: VideoPayload, limits: Limits) -> int:
     if payload.native_fps > 0:
         seconds = min(seconds, payload.total_frames / payload.native_fps + 60)
     return int(seconds * 1000) + GZIP_SLACK
+
+
+MANIFEST_LINE_BYTES = 64
+"""`FRAME_IN_SEGMENT:SEGMENT:VISIBLE:TIMESTAMP` takes about 25 bytes; 64 is generous."""
+
+
+def manifest_cap(payload: VideoPayload) -> int:
+    """The most bytes a manifest of `total_frames` lines can take: read no more than that."""
+    return max(payload.total_frames, 1) * MANIFEST_LINE_BYTES + 4096

@@ -24,7 +24,7 @@ from typing import Literal
 from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
-from worker.claims import dzi_levels, inflate_capped, payload_claims, peaks_cap, pyramid
+from worker import claims
 from worker.config import Integration, Limits
 from worker.errors import NotFound, PermissionDenied
 from worker.items import Item, default_item_id
@@ -106,10 +106,10 @@ def verify_payload(
     it is within the limits."""
     report = report if report is not None else Report()
     limits = limits or Limits()
-    claims = payload_claims(payload, limits)
-    for claim in claims:
+    refused = claims.payload_claims(payload, limits)
+    for claim in refused:
         report.add(claim.key, claim.problem)
-    if claims:
+    if refused:
         return report
     slot = SlotLayout.containing(payload.storage_thumbnail_key)
     keys = [payload.storage_key, payload.storage_thumbnail_key]
@@ -293,13 +293,20 @@ def _check_video(
         if not segment_keys(rendition.index):
             report.add(f"hls_segments.{quality}_quality.index", "invalid: names no segment")
     if payload.storage_audio_peaks_key:
-        _check_gzip(storage, payload.storage_audio_peaks_key, report, peaks_cap(payload, limits))
+        _check_gzip(
+            storage, payload.storage_audio_peaks_key, report, claims.peaks_cap(payload, limits)
+        )
 
 
 def _check_manifest(payload: VideoPayload, storage: ReadableStorage, report: Report) -> None:
     key = payload.storage_frames_manifest_key
     data = _read_for_check(storage, key, report)
     if data is None:
+        return
+    if len(data) > claims.manifest_cap(payload):
+        report.add(
+            key, f"invalid: {len(data):,} bytes, more than {payload.total_frames} lines hold"
+        )
         return
     lines = [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
     fields = [line.split(":") for line in lines]
@@ -320,7 +327,7 @@ def _check_gzip(storage: ReadableStorage, key: str, report: Report, cap: int) ->
     if data is None:
         return
     try:
-        inflate_capped(data, cap)
+        claims.inflate_capped(data, cap)
     except zlib.error as exc:
         report.add(key, f"invalid: not gzip data ({exc})")
     except ValueError as exc:
@@ -334,7 +341,7 @@ def _check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report
     if data is None or slot is None:
         return
     try:
-        levels = dzi_levels(data, payload)
+        levels = claims.dzi_levels(data, payload)
     except (ET.ParseError, KeyError, ValueError, StopIteration) as exc:
         report.add(key, f"invalid: not the Deep Zoom descriptor of this slide ({exc})")
         return
@@ -357,7 +364,7 @@ def dzi_level_tiles(dzi: bytes) -> list[tuple[int, int]]:
     root = ET.fromstring(dzi)
     size = next(el for el in root.iter() if el.tag.endswith("Size"))
     width, height = int(size.attrib["Width"]), int(size.attrib["Height"])
-    return pyramid(width, height, int(root.attrib["TileSize"]))
+    return claims.pyramid(width, height, int(root.attrib["TileSize"]))
 
 
 def _check_source_size(

@@ -98,7 +98,7 @@ def process_image(
     try:
         fp = path.open("rb")
     except FileNotFoundError:
-        raise NotFound(f"{name}: the local copy of the source is missing ({path})") from None
+        raise NotFound(f"{name}: the local copy of the source is missing") from None
     with fp:
         if os.fstat(fp.fileno()).st_size == 0:
             raise CorruptMedia(

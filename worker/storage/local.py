@@ -120,6 +120,8 @@ class LocalStorage(Storage):
     @contextmanager
     def _folder(self, key: str, folders: list[str], create: bool) -> Iterator[int]:
         """A descriptor of the key's folder, reached without following any symlink."""
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)  # the root itself is the operator's
         fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for part in folders:
