@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/bench_slides.py
 	$(BIN)/python bench/bench_video.py
 	$(BIN)/python bench/bench_queue.py
+	$(BIN)/python bench/bench_hardening.py --results bench/RESULTS-hardening.md
 
 clean:
 	rm -rf demo-bucket .cache bench/.work
