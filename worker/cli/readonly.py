@@ -99,9 +99,11 @@ def verify_command(
     with progress_bar(total, "verifying", enabled=not as_json) as advance:
         for job in jobs:
             result = _verify_one_bounded(job, target, storage, settings.limits)
-            results.append(result)
             if as_json:
                 emit_json(result_json(result))
+                # Only the outcome is needed from here on: a listing may be of millions.
+                result = result.model_copy(update={"payload": None, "assets": [], "problems": []})
+            results.append(result)
             advance()
     if not as_json:
         _print_problems(results)
