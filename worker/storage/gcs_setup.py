@@ -26,7 +26,7 @@ import json
 import shlex
 from typing import Any
 
-from worker.policy import RENDITION_HEADERS, PolicyRequest, Setup
+from worker.policy import RENDITION_HEADERS, PolicyRequest, Setup, cors_methods
 from worker.storage.gcs import CREATE, DELETE, GET, LIST, SIGN_BLOB, GcsStorage
 
 VIEWER = "roles/storage.objectViewer"
@@ -75,7 +75,8 @@ def _binding(bucket: str, who: str, role: str, condition: str = "", title: str =
 
 
 def cors_file(origin: str, readonly: bool) -> list[dict[str, Any]]:
-    methods = ["GET", "HEAD"] if readonly else ["GET", "HEAD", "PUT"]
+    methods = cors_methods(origin, readonly)  # PUT never from any site
+
     headers = ["Content-Type", "Range", *RENDITION_HEADERS]
     return [
         {"origin": [origin], "method": methods, "responseHeader": headers, "maxAgeSeconds": 3600}
@@ -148,7 +149,8 @@ def _explanations(request: PolicyRequest, prefix: str, partial: bool) -> list[st
     ]
     if not request.principal:
         lines.append(f"Replace {PLACEHOLDER_ACCOUNT} with the workers' service account.")
-    methods = "GET and HEAD" if integ.readonly else "GET, HEAD and PUT"
+    *first, last = cors_methods(request.origin, integ.readonly)
+    methods = f"{', '.join(first)} and {last}"
     lines.append(
         f"CORS (cors.json): browsers at {request.origin} may {methods} the renditions, with"
         " Range requests (HLS, tiles) and the headers a viewer reads exposed."
