@@ -24,7 +24,13 @@ from typing import Any
 from worker.config import Integration, Provider, Settings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied
 from worker.layout import probe_key
-from worker.policy import AZURE_CONTRIBUTOR, AZURE_DELEGATOR, AZURE_READER, s3_cors
+from worker.policy import (
+    AZURE_CONTRIBUTOR,
+    AZURE_DELEGATOR,
+    AZURE_READER,
+    cors_methods,
+    s3_cors,
+)
 from worker.storage import open_storage, open_writable
 from worker.storage.base import ReadableStorage, Storage
 
@@ -333,7 +339,7 @@ def _split_csv(value: str | list[str]) -> tuple[str, ...]:
 
 
 def _cors_fix(integ: Integration, origin: str, missing: list[str]) -> str:
-    methods = " ".join(["GET", "HEAD", *(["PUT"] if not integ.readonly else [])])
+    methods = " ".join(cors_methods(origin, integ.readonly))
     if integ.provider == Provider.GCS:
         from worker.storage.gcs_setup import cors_fix
 
@@ -370,7 +376,7 @@ def _check_cors(
             f"could not read the CORS rules ({code})",
             "the account key or an Owner/Contributor role on the account can read them",
         )
-    needed = ["GET"] if integ.readonly else ["GET", "PUT"]
+    needed = [m for m in cors_methods(origin, integ.readonly) if m != "HEAD"]
     allowed = allowed_methods(rules, origin)
     missing = [m for m in needed if m not in allowed]
     if not rules:
