@@ -251,14 +251,18 @@ def _slide(
 
 
 def guard_slide(path: Path, limits: Limits) -> None:
-    """Before this process decodes a slide: its parts stay in its folder (MIRAX), its header's
-    claims fit the limits (TIFF), and a sandboxed first decode did not crash."""
+    """Before this process decodes a slide: its parts stay in its folder (MIRAX), its series is
+    complete (DICOM), its header's claims fit the limits (TIFF), and a sandboxed first decode
+    did not crash."""
+    from worker.media import dicom
     from worker.media.mirax import check_mirax_complete
     from worker.media.sandbox import probe_slide
     from worker.media.tiffheader import check_tiff_claims
 
     if path.suffix.lower() == ".mrxs":
         check_mirax_complete(path)
+    elif path.suffix.lower() == dicom.SUFFIX:
+        dicom.check_dicom_complete(path, limits)
     else:
         check_tiff_claims(path, limits)
     probe_slide(path, budget_bytes(limits), limits.item_timeout_seconds)
