@@ -101,6 +101,7 @@ def verify_command(
             result = _verify_one_bounded(job, target, storage, settings.limits)
             if as_json:
                 emit_json(result_json(result))
+            if as_json and report_path is None:
                 # Only the outcome is needed from here on: a listing may be of millions.
                 result = result.model_copy(update={"payload": None, "assets": [], "problems": []})
             results.append(result)
