@@ -4,6 +4,8 @@ multi-pass way (one ffmpeg CLI invocation per output, same settings), in one run
 
     .venv/bin/python bench/bench_video.py            # 60 s clip, then 240 s for memory
     .venv/bin/python bench/bench_video.py --seconds 6 --long-seconds 12   # a quick look
+    .venv/bin/python bench/bench_video.py --long     # 1 min against 20 min at 640x360: memory,
+                                                     # marker and result size, verify
 
 Needs the ffmpeg and ffprobe command-line tools for the baseline and to make the clips
 (Debian/Ubuntu: `apt-get install -y ffmpeg`). Clips and outputs go to bench/.work/.
@@ -159,12 +161,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--long-seconds", type=int, default=240)
+    parser.add_argument(
+        "--long", nargs="*", type=int, metavar="SECONDS",
+        help="the whole pipeline on 640x360 clips of these lengths (default 60 1200)",
+    )  # fmt: skip
     parser.add_argument("--run", choices=["baseline", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
         (baseline if args.run == "baseline" else ours)(*args.paths)
         return 0
+    if args.long is not None:
+        from bench_long import long_run
+
+        return long_run(args.long or [60, 1200])
     if not (shutil.which("ffmpeg") and shutil.which("ffprobe")):
         print("the baseline needs ffmpeg and ffprobe: apt-get install -y ffmpeg")
         return 2

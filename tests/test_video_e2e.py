@@ -14,9 +14,10 @@ from ops_support import run_cli, write_config
 from servers import gcs_admin
 
 from fixtures.videos import generate_videos
+from worker.assets import Series, iter_keys
 from worker.items import default_item_id
 from worker.layout import Rel, SlotLayout
-from worker.payloads import segment_keys
+from worker.payloads import Metadata, segment_keys
 from worker.storage import open_writable
 
 
@@ -73,6 +74,50 @@ def test_process_video_writes_the_whole_layout(
     assert _server_encoding(kind, request, integration.bucket, peaks_key) == "gzip"
     peaks = gzip.decompress(storage.read_bytes(peaks_key))
     assert len(peaks) > 0 and max(peaks) > 0  # the clip has sound: some peak is above silence
-    assert set(json.loads(storage.read_bytes(layout.metadata_key))["assets"]) == set(listed) - {
-        layout.metadata_key
+
+    # The marker lists every asset in the compact form: one entry per numbered series.
+    marker = Metadata.model_validate_json(storage.read_bytes(layout.metadata_key))
+    assert set(iter_keys(marker.assets)) == set(listed) - {layout.metadata_key}
+    series = {(s.prefix, s.pattern): s.count for s in marker.assets if isinstance(s, Series)}
+    segments = len(segment_keys(payload["hls_segments"]["high_quality"]["index"]))
+    assert series == {
+        (layout.key(Rel.sections_dir("high")), "%09d.png"): payload["visible_frames"],
+        (layout.key(Rel.sections_dir("low")), "%09d.jpg"): payload["visible_frames"],
+        (layout.key(Rel.segments_dir("high")), "%09d.ts"): segments,
+        (layout.key(Rel.segments_dir("low")), "%09d.ts"): segments,
     }
+    assert result["assets"] == [
+        a if isinstance(a, str) else a.model_dump(mode="json") for a in marker.assets
+    ]
+
+
+def test_a_rerun_at_a_lower_fps_leaves_exactly_the_listed_assets(
+    make_integration, clip: Path, tmp_path: Path, capsys
+) -> None:
+    settings, integration = make_integration("s3")
+    storage = open_writable(integration, settings)
+    key = "videos/cam2/clip.mp4"
+    storage.write(key, clip)
+    config = write_config(tmp_path / "mediaworker.toml", integration)
+    layout = SlotLayout(integration.prefix, default_item_id(key))
+
+    def process(*extra: str) -> dict:
+        code, out, err = run_cli(
+            capsys, "process", integration.name, key, "--json", "--config", str(config), *extra
+        )
+        assert code == 0, err
+        return json.loads(out.splitlines()[-1])
+
+    first = process()
+    # A leftover of some other earlier run: a segment far past this clip's end.
+    stray = layout.key(Rel.segment("high", 99))
+    storage.write(stray, b"old segment")
+    second = process("--fps", "4")
+
+    assert second["payload"]["visible_frames"] < first["payload"]["visible_frames"]
+    marker = Metadata.model_validate_json(storage.read_bytes(layout.metadata_key))
+    listed = {info.key for info in storage.list(layout.root)}
+    assert listed - {layout.metadata_key} == set(iter_keys(marker.assets))
+    high = layout.key(Rel.sections_dir("high"))
+    assert len([k for k in listed if k.startswith(high)]) == second["payload"]["visible_frames"]
+    assert stray not in listed

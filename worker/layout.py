@@ -18,6 +18,10 @@ Quality = Literal["high", "low"]
 
 METADATA = "metadata.json"
 REGISTRATION = "registration.jsonl"
+NUMBERED = "%09d"
+"""How sections and HLS segments are numbered (printf style, as the compact asset form writes)."""
+TILE_NAME = "%d_%d.jpeg"
+"""A Deep Zoom tile in its level's folder, by column and row."""
 
 
 class Rel:
@@ -40,7 +44,7 @@ class Rel:
 
     @staticmethod
     def section(quality: Quality, index: int, ext: str) -> str:
-        return f"sections/{quality}/{index:09d}.{ext}"
+        return Rel.sections_dir(quality) + section_name(index, ext)
 
     @staticmethod
     def segments_dir(quality: Quality) -> str:
@@ -49,7 +53,7 @@ class Rel:
     @staticmethod
     def segment_name(index: int) -> str:
         """The file name of an HLS segment, as written in its index."""
-        return f"{index:09d}.ts"
+        return NUMBERED % index + ".ts"
 
     @staticmethod
     def segment(quality: Quality, index: int) -> str:
@@ -60,8 +64,12 @@ class Rel:
         return f"segments/{quality}/index.m3u8"
 
     @staticmethod
+    def tile_level_dir(level: int) -> str:
+        return f"{Rel.TILES_DIR}{level}/"
+
+    @staticmethod
     def tile(level: int, col: int, row: int) -> str:
-        return f"{Rel.TILES_DIR}{level}/{col}_{row}.jpeg"
+        return Rel.tile_level_dir(level) + TILE_NAME % (col, row)
 
     @staticmethod
     def associated(name: str) -> str:
@@ -123,10 +131,47 @@ class SlotLayout:
 _SLOT_KEY = re.compile(r"^(?P<prefix>.+)/(?P<item_id>[^/]+)/files/(?P<slot>[^/]+)/")
 
 
+def section_pattern(ext: str) -> str:
+    """The printf pattern of section file names with this extension."""
+    return f"{NUMBERED}.{ext.lstrip('.')}"
+
+
+def section_name(index: int, ext: str) -> str:
+    return section_pattern(ext) % index
+
+
 def section_key(sections_prefix: str, index: int, ext: str) -> str:
     """A section's key from a payload's `storage_*sections_key_prefix` and extension, named as
     `Rel.section` names it."""
-    return f"{sections_prefix.rstrip('/')}/{index:09d}.{ext.lstrip('.')}"
+    return f"{sections_prefix.rstrip('/')}/{section_name(index, ext)}"
+
+
+@dataclass(frozen=True)
+class SeriesName:
+    """A slot-relative name that belongs to a numbered series: `folder + pattern % index` (or
+    `% (col, row)` for a tile grid, where `row` is set)."""
+
+    folder: str
+    pattern: str
+    index: int
+    row: int | None = None
+
+
+_NUMBERED_FILE = re.compile(r"^((?:.*/)?(?:sections|segments)/(?:high|low)/)(\d{9})\.(png|jpg|ts)$")
+_TILE_FILE = re.compile(r"^((?:.*/)?" + re.escape(Rel.TILES_DIR) + r"\d+/)(\d+)_(\d+)\.jpeg$")
+
+
+def series_of(rel: str) -> SeriesName | None:
+    """The series a name is part of (sections, segments, tiles of one level), None for a single
+    file: slot-relative names give a relative folder, full keys the full one. The patterns are
+    the ones `Rel` names files with."""
+    match = _NUMBERED_FILE.match(rel)
+    if match is not None:
+        return SeriesName(match[1], f"{NUMBERED}.{match[3]}", int(match[2]))
+    match = _TILE_FILE.match(rel)
+    if match is not None:
+        return SeriesName(match[1], TILE_NAME, int(match[2]), int(match[3]))
+    return None
 
 
 def registration_key(prefix: str = "") -> str:

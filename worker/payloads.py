@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from worker.assets import Asset
 from worker.errors import Reason
 from worker.items import Item
 from worker.layout import Rel, SlotLayout, source_folder, source_name
@@ -181,7 +182,8 @@ class Metadata(BaseModel):
     pipeline_version: str
     source: SourceInfo
     payload: Payload
-    assets: list[str]
+    assets: list[Asset]
+    """Every output, single files by key and each numbered series as one entry."""
     timings: dict[str, float]
     warnings: list[str] = []
 
@@ -211,7 +213,7 @@ class ItemResult(BaseModel):
     reason: Reason | None = None
     message: str = ""
     payload: dict[str, Any] | None = None
-    assets: list[str] = []
+    assets: list[Asset] = []
     problems: list[AssetProblem] = []
     """For `missing_assets`: each missing or invalid key with the reason (`assets` names them)."""
 

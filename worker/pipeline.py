@@ -1,7 +1,8 @@
 """The item pipeline: every media type and every entry point goes through here.
 
 plan (layout, type) -> fetch the source -> run the processor, outputs streaming to storage through
-a bounded sink -> write `metadata.json` last, as the commit marker (SPEC 4.4).
+a bounded sink -> write `metadata.json` last, as the commit marker (SPEC 4.4) -> remove what an
+earlier run left in the slot that the marker does not list.
 
 A read-only integration never reaches the write path: `process_item` hands it to verification,
 and its storage is a `ReadOnlyView` that has no write method in the first place.
@@ -35,6 +36,7 @@ from worker.observability import observe_bytes, observe_stage, observed_item
 from worker.payloads import ItemResult, Metadata, SourceInfo, Status, build_payload
 from worker.safety import host_paths, internal_error, scrub_host
 from worker.sink import StorageSink
+from worker.stale import remove_stale
 from worker.storage import ReadableStorage, ReadOnlyView, Storage, open_storage
 from worker.storage.base import ObjectInfo, scratch_dir
 
@@ -161,7 +163,7 @@ def _process(
         pipeline_version=PIPELINE_VERSION,
         source=SourceInfo(key=item.key, size=source.size, etag=source.etag),
         payload=payload,
-        assets=sorted(layout.key(rel) for rel in sink.written),
+        assets=sink.assets(),
         timings=timings.seconds,
         warnings=result.warnings,
     )
@@ -170,12 +172,13 @@ def _process(
         metadata.model_dump_json(indent=2, exclude_none=True).encode(),
         "application/json",
     )
+    remove_stale(storage, layout, metadata.assets)
     log.info(
         "item %s (%s) done as %s: %d assets, timings %s",
         item.item_id,
         item.key,
         item_type,
-        len(sink.written),
+        sink.count,
         timings.seconds,
     )
     return ItemResult.of(

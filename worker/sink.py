@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 
+from worker.assets import Asset, AssetRecorder
 from worker.layout import SlotLayout
 from worker.storage.base import Storage
 
@@ -48,8 +49,10 @@ class StorageSink:
     ) -> None:
         self.storage = storage
         self.layout = layout
-        self.written: dict[str, int] = {}
-        """Slot-relative name -> bytes, for every output written so far."""
+        self.recorded = AssetRecorder()
+        """Every output written so far, in the compact form (nothing kept per file)."""
+        self.total_bytes = 0
+        self.count = 0
         self._pool = _writers(concurrency)
         self._cond = threading.Condition()
         self._pending = 0
@@ -116,8 +119,10 @@ class StorageSink:
             if self._error is None:
                 key = self.layout.key(rel)
                 self.storage.write(key, data, content_type, content_encoding)
+                self.recorded.add(rel)
                 with self._cond:
-                    self.written[rel] = size
+                    self.total_bytes += size
+                    self.count += 1
         except BaseException as exc:
             with self._cond:
                 if self._error is None:
@@ -140,9 +145,9 @@ class StorageSink:
             self._cond.wait_for(lambda: self._pending == 0)
         self._raise_if_failed()
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(self.written.values())
+    def assets(self) -> list[Asset]:
+        """The storage keys written, in the compact form of `worker.assets`."""
+        return self.recorded.assets(self.layout.key)
 
     def __enter__(self) -> StorageSink:
         return self

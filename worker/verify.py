@@ -4,10 +4,13 @@ Nothing here can write: everything takes a `ReadableStorage`, and the pipeline h
 integration a `ReadOnlyView`, which has no write method at all.
 
 The expected keys come from a registration payload (given, or read from the slot's
-`metadata.json`). Each is checked with a HEAD (exists, non-zero size), never with a listing, so a
-reader holding only `s3:GetObject` can verify. Then the contents that a viewer depends on are
-checked: the thumbnail decodes and fits, the manifest has `total_frames` lines, the sections stop
-at `visible_frames`, every HLS segment an index names exists, the Deep Zoom tiles match the DZI.
+`metadata.json`, whose asset list is checked too). They are kept in the compact form of
+`worker.assets` and expanded lazily: each is checked with a HEAD (exists, non-zero size), a
+bounded window at a time, never with a listing, so a reader holding only `s3:GetObject` can
+verify and memory stays flat however long the video or large the slide. Then the contents that
+a viewer depends on are checked: the thumbnail decodes and fits, the manifest has `total_frames`
+lines, the sections stop at `visible_frames`, every HLS segment an index names exists, the Deep
+Zoom tiles match the DZI.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import ValidationError
 
 from worker import claims
+from worker.assets import Asset, Series, compact, iter_keys
+from worker.bounded import bounded_map
 from worker.config import Integration, Limits
 from worker.errors import NotFound, PermissionDenied
 from worker.items import Item, default_item_id
-from worker.layout import Rel, SlotLayout, section_key
+from worker.layout import TILE_NAME, Rel, SlotLayout, section_key, section_pattern
 from worker.payloads import (
     AssetProblem,
     ImagePayload,
@@ -46,6 +51,8 @@ log = logging.getLogger(__name__)
 
 HEAD_CONCURRENCY = 16
 """HEAD requests in flight per item: a long video has thousands of sections to check."""
+HEAD_WINDOW = 4 * HEAD_CONCURRENCY
+"""Keys submitted ahead of the oldest unanswered HEAD."""
 THUMBNAIL_BOX = (356, 200)
 THUMBNAIL_FORMATS = ("JPEG", "PNG", "WEBP")
 """A thumbnail is a JPEG; only decoders that never run other programs are offered others."""
@@ -59,9 +66,12 @@ DENIED_HINT = (
 
 @dataclass
 class Report:
-    """What one verification found: every key checked and each problem, in order."""
+    """What one verification found: the assets checked and each problem, in order."""
 
-    checked: list[str] = field(default_factory=list)
+    checked: int = 0
+    """Keys checked."""
+    assets: list[Asset] = field(default_factory=list)
+    """What was checked, in the compact form."""
     problems: list[AssetProblem] = field(default_factory=list)
     bad: set[str] = field(default_factory=set)
     """Keys already reported: each is named once, with the first thing found wrong."""
@@ -85,13 +95,18 @@ def verify_item(
     source and the thumbnail can be checked and the marker itself is reported missing."""
     layout = SlotLayout(integration.prefix, item.item_id, item.slot)
     report = Report()
-    if payload is None:
-        payload = _payload_from_metadata(layout, storage, report)
+    metadata = _metadata(layout, storage, report) if payload is None else None
+    payload = metadata.payload if metadata is not None else payload
     if payload is None:
         _check_objects(storage, [item.key, layout.key(Rel.THUMBNAIL)], report)
         _check_thumbnail(storage, layout.key(Rel.THUMBNAIL), report)
         return _result(item, item.type.value, None, report)
     verify_payload(payload, storage, report, limits)
+    if metadata is not None and not report.problems:
+        # Anything else the marker vouches for (it lists what the payload implies, and more).
+        # Only once the payload's own claims passed: the marker's counts are claims too.
+        checked = set(report.assets)
+        _check_objects(storage, [a for a in metadata.assets if a not in checked], report)
     return _result(item, payload_type(payload), payload, report)
 
 
@@ -112,9 +127,9 @@ def verify_payload(
     if refused:
         return report
     slot = SlotLayout.containing(payload.storage_thumbnail_key)
-    keys = [payload.storage_key, payload.storage_thumbnail_key]
+    keys: list[Asset] = [payload.storage_key, payload.storage_thumbnail_key]
     if isinstance(payload, VideoPayload):
-        keys += _video_keys(payload, slot)
+        keys += _video_assets(payload, slot)
     elif isinstance(payload, SlidePayload):
         keys += [payload.storage_dzi_key, *payload.storage_associated_keys.values()]
     elif payload.storage_display_key:
@@ -147,9 +162,7 @@ def item_for_payload(payload: Payload, integration: str) -> Item:
     )
 
 
-def _payload_from_metadata(
-    layout: SlotLayout, storage: ReadableStorage, report: Report
-) -> Payload | None:
+def _metadata(layout: SlotLayout, storage: ReadableStorage, report: Report) -> Metadata | None:
     key = layout.metadata_key
     try:
         data = _read_small(storage, key)
@@ -163,7 +176,7 @@ def _payload_from_metadata(
         report.add(key, str(exc))
         return None
     try:
-        return Metadata.model_validate_json(data).payload
+        return Metadata.model_validate_json(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the document"
@@ -175,46 +188,52 @@ def _payload_from_metadata(
         return None
 
 
-def _video_keys(payload: VideoPayload, slot: SlotLayout | None) -> list[str]:
-    ext = payload.storage_sections_key_extension
-    high, low = payload.storage_sections_key_prefix, payload.storage_low_quality_sections_key_prefix
-    keys = [section_key(high, i, ext) for i in range(payload.visible_frames)]
-    keys += [section_key(low, i, "jpg") for i in range(payload.visible_frames)]
-    keys.append(payload.storage_frames_manifest_key)
+def _video_assets(payload: VideoPayload, slot: SlotLayout | None) -> list[Asset]:
+    assets: list[Asset] = [payload.storage_frames_manifest_key]
     if payload.storage_audio_peaks_key:
-        keys.append(payload.storage_audio_peaks_key)
+        assets.append(payload.storage_audio_peaks_key)
+    ext = payload.storage_sections_key_extension
+    for prefix, pattern in (
+        (payload.storage_sections_key_prefix, section_pattern(ext)),
+        (payload.storage_low_quality_sections_key_prefix, section_pattern("jpg")),
+    ):
+        folder = prefix.rstrip("/") + "/"
+        assets.append(Series(prefix=folder, pattern=pattern, first=0, count=payload.visible_frames))
     for quality in ("high", "low"):
-        keys += _hls_keys(payload, quality, slot)
-    return keys
+        assets += _hls_assets(payload, quality, slot)
+    return assets
 
 
-def _hls_keys(
+def _hls_assets(
     payload: VideoPayload, quality: Literal["high", "low"], slot: SlotLayout | None
-) -> list[str]:
+) -> list[Asset]:
     rendition = getattr(payload.hls_segments, f"{quality}_quality")
-    keys = segment_keys(rendition.index)
+    assets = compact(segment_keys(rendition.index))
     if slot is not None:
         # The stored index serves players that read the bucket directly, not via the payload.
-        keys.append(slot.key(Rel.hls_index(quality)))
-    return keys
+        assets.append(slot.key(Rel.hls_index(quality)))
+    return assets
 
 
 def _check_objects(
-    storage: ReadableStorage, keys: Iterable[str], report: Report
+    storage: ReadableStorage, assets: Iterable[Asset], report: Report
 ) -> dict[str, ObjectInfo]:
-    """HEAD every key, a few at a time: each must exist and hold at least one byte."""
-    unique = list(dict.fromkeys(keys))
-    with ThreadPoolExecutor(HEAD_CONCURRENCY, thread_name_prefix="verify") as pool:
-        outcomes = list(pool.map(lambda key: _head(storage, key), unique))
+    """HEAD every key the assets name, a window at a time: each must exist and hold at least
+    one byte. Returns what the single keys' HEADs said."""
+    entries = list(dict.fromkeys(assets))
+    report.assets.extend(entries)
+    singles = {entry for entry in entries if isinstance(entry, str)}
     infos: dict[str, ObjectInfo] = {}
-    for key, outcome in zip(unique, outcomes, strict=True):
-        report.checked.append(key)
-        if isinstance(outcome, str):
-            report.add(key, outcome)
-        elif outcome.size == 0:
-            report.add(key, "invalid: empty (0 bytes); extract and upload it again")
-        else:
-            infos[key] = outcome
+    with ThreadPoolExecutor(HEAD_CONCURRENCY, thread_name_prefix="verify") as pool:
+        heads = bounded_map(pool, lambda key: _head(storage, key), iter_keys(entries), HEAD_WINDOW)
+        for key, outcome in heads:
+            report.checked += 1
+            if isinstance(outcome, str):
+                report.add(key, outcome)
+            elif outcome.size == 0:
+                report.add(key, "invalid: empty (0 bytes); extract and upload it again")
+            elif key in singles:
+                infos[key] = outcome
     return infos
 
 
@@ -350,10 +369,14 @@ def _check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report
         report.add(key, f"invalid: describes {described} tiles, payload says {payload.tile_count}")
         return
     tiles = [
-        slot.key(Rel.tile(level, col, row))
+        Series(
+            prefix=slot.key(Rel.tile_level_dir(level)),
+            pattern=TILE_NAME,
+            first=0,
+            count=cols * rows,
+            columns=cols,
+        )
         for level, (cols, rows) in enumerate(levels)
-        for row in range(rows)
-        for col in range(cols)
     ]
     _check_objects(storage, tiles, report)
 
@@ -380,8 +403,8 @@ def _check_source_size(
 
 def _result(item: Item, type_: str, payload: Payload | None, report: Report) -> ItemResult:
     if not report.problems:
-        log.info("item %s (%s): %d assets verified", item.item_id, item.key, len(report.checked))
-        return ItemResult.of(item, Status.OK, type_, payload, assets=report.checked)
+        log.info("item %s (%s): %d assets verified", item.item_id, item.key, report.checked)
+        return ItemResult.of(item, Status.OK, type_, payload, assets=report.assets)
     shown = "; ".join(f"{p.key}: {p.problem}" for p in report.problems[:5])
     more = len(report.problems) - 5
     message = f"{len(report.problems)} assets missing or invalid: {shown}" + (

@@ -34,7 +34,9 @@ class PeaksWriter:
         for out in self._resampler.resample(frame):
             data = bytes(out.planes[0])[: out.samples]
             self.samples += len(data)
-            self._chunks.append(self._gzip.compress(data))
+            chunk = self._gzip.compress(data)
+            if chunk:  # zlib buffers most calls: no entry per audio frame
+                self._chunks.append(chunk)
 
     def finish(self) -> bytes:
         self.feed(None)

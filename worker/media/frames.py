@@ -13,7 +13,6 @@ import logging
 import math
 import threading
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -74,29 +73,6 @@ def even_size(width: int, height: int) -> tuple[int, int]:
 def format_timestamp(seconds: float) -> str:
     text = f"{seconds:.6f}".rstrip("0").rstrip(".")
     return "0" if text in ("", "-0") else text
-
-
-def build_manifest(
-    timestamps: Sequence[float], visible: Sequence[int], segment_counts: Sequence[int]
-) -> tuple[str, list[str]]:
-    """`FRAME_IN_SEGMENT:SEGMENT:VISIBLE:TIMESTAMP`, one line per decoded frame, placing frames
-    into segments by the frame counts of the segments actually written. Returns the text and
-    warnings when the counts and the decoded frames disagree."""
-    warnings: list[str] = []
-    if sum(segment_counts) != len(timestamps):
-        warnings.append(
-            f"HLS segments hold {sum(segment_counts)} frames but {len(timestamps)} were decoded;"
-            " the manifest places the difference in the last segment"
-        )
-    lines: list[str] = []
-    segment, in_segment = 0, 0
-    last = max(len(segment_counts) - 1, 0)
-    for stamp, flag in zip(timestamps, visible, strict=True):
-        while segment < last and in_segment >= segment_counts[segment]:
-            segment, in_segment = segment + 1, 0
-        lines.append(f"{in_segment}:{segment}:{flag}:{format_timestamp(stamp)}")
-        in_segment += 1
-    return "\n".join(lines) + ("\n" if lines else ""), warnings
 
 
 _reformatters = threading.local()

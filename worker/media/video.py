@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -34,12 +34,12 @@ from worker.media.frames import (
     SectionWriter,
     ThumbnailPicker,
     VisibleRule,
-    build_manifest,
     downsample_step,
     even_size,
     low_size,
 )
 from worker.media.hls import AudioSpec, EncodeSpec, HlsOutput, HlsWriter
+from worker.media.manifest import FrameLog
 from worker.media.rotation import Rotator, thumbnail_at
 from worker.media.videoprobe import Probe, open_container, probe_video
 
@@ -81,15 +81,6 @@ class _Outputs:
     thumbs: ThumbnailPicker
 
 
-@dataclass
-class _Frames:
-    """What the manifest needs of every decoded frame; a few bytes each."""
-
-    timestamps: list[float] = field(default_factory=list)
-    visible: bytearray = field(default_factory=bytearray)
-    pts: list[int] = field(default_factory=list)
-
-
 class _VideoRun:
     def __init__(
         self,
@@ -107,7 +98,8 @@ class _VideoRun:
         self.limits_frames = probe.max_frames
         self.rule = VisibleRule(downsample_step(probe.native_fps, fps))
         self.fps = fps if fps > 0 else probe.native_fps
-        self.frames = _Frames()
+        self.frames = FrameLog(scratch)
+        """What the manifest needs of every decoded frame, streamed to a scratch file."""
         self.warnings: list[str] = []
         self.damaged_packets = 0
         self.width = self.height = 0
@@ -159,13 +151,14 @@ class _VideoRun:
         frame = self._rotate(frame)
         if self.outputs is None:
             self.outputs = self._start(frame)
-        n = len(self.frames.timestamps)
+        n = self.frames.count
         if n >= self.limits_frames:
             raise TooLarge(
                 f"{self.path.name}: more than {self.limits_frames} frames, though its header"
                 " said fewer; raise limits.max_video_frames to process it"
             )
-        self._retime(frame)
+        seconds = self._retime(frame)
+        pts = frame.pts
         # Source picture types would force x264's frame types; the encoders choose their own.
         frame.pict_type = PictureType.NONE
         out = self.outputs
@@ -175,7 +168,7 @@ class _VideoRun:
         if visible:
             out.sections.submit(self.rule.visible - 1, frame)
         out.thumbs.offer(n, frame)
-        self.frames.visible.append(1 if visible else 0)
+        self.frames.append(pts, seconds, visible)
         if n % 25 == 0:
             self.progress("video", n, self.probe.expected_frames or None)
 
@@ -184,17 +177,17 @@ class _VideoRun:
             self.rotator = Rotator.for_frame(frame, self.probe.time_base)
         return self.rotator.apply(frame)
 
-    def _retime(self, frame: VideoFrame) -> None:
+    def _retime(self, frame: VideoFrame) -> float:
         """Strictly increasing timestamps in the source time base, as the encoders need; a
-        missing or repeated one becomes the previous one plus a nominal frame."""
-        pts_list = self.frames.pts
+        missing or repeated one becomes the previous one plus a nominal frame. Returns the
+        frame's time in seconds from the start."""
+        last = self.frames.last_pts
         pts = frame.pts
-        if pts is None or (pts_list and pts <= pts_list[-1]):
-            pts = pts_list[-1] + self.probe.frame_ticks if pts_list else 0
+        if pts is None or (last is not None and pts <= last):
+            pts = last + self.probe.frame_ticks if last is not None else 0
         frame.pts = pts
         frame.time_base = self.probe.time_base
-        pts_list.append(pts)
-        self.frames.timestamps.append(float(pts * self.probe.time_base) - self.probe.start)
+        return float(pts * self.probe.time_base) - self.probe.start
 
     def _on_audio(self, frame: AudioFrame) -> None:
         assert self.peaks is not None and self.aac is not None
@@ -248,7 +241,7 @@ class _VideoRun:
 
     def _finish(self) -> VideoResult:
         out = self.outputs
-        total = len(self.frames.timestamps)
+        total = self.frames.count
         if out is None or total == 0:
             raise CorruptMedia(
                 f"{self.path.name}: no video frame could be decoded; the file is damaged or"
@@ -260,11 +253,9 @@ class _VideoRun:
         out.sections.finish()
         high, low = out.high.finish(), out.low.finish()
         self._check_counts(total, high, low)
-        manifest, notes = build_manifest(
-            self.frames.timestamps, self.frames.visible, high.segment_counts
-        )
+        manifest, notes = self.frames.write_manifest(high.segment_counts)
         self.warnings.extend(notes)
-        self.sink.put_bytes(Rel.MANIFEST, manifest.encode(), "text/plain; charset=utf-8")
+        self.sink.put_file(Rel.MANIFEST, manifest, "text/plain; charset=utf-8", delete_after=True)
         self._put_thumbnail(out.thumbs, total)
         has_audio = self._put_peaks()
         return self._result(total, high.rendition, low.rendition, has_audio)
@@ -296,9 +287,10 @@ class _VideoRun:
     def _put_thumbnail(self, thumbs: ThumbnailPicker, total: int) -> None:
         middle = total // 2
         data = thumbs.pick(total)
-        if data is None:
+        pts = self.frames.pts_at(middle) if data is None else None
+        if pts is not None:
             # The header's frame count was off: seek back to the real middle frame.
-            data = thumbnail_at(self.path, self.probe.video.index, self.frames.pts[middle])
+            data = thumbnail_at(self.path, self.probe.video.index, pts)
         if data is None:
             self._warn(f"the middle frame ({middle}) could not be decoded for the thumbnail")
             return
@@ -337,6 +329,7 @@ class _VideoRun:
         self.warnings.append(message)
 
     def _abort(self) -> None:
+        self.frames.close()
         out = self.outputs
         if out is None:
             return
