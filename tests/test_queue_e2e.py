@@ -29,11 +29,12 @@ from servers import free_port
 from fixtures.images import generate_images
 from fixtures.slides import generate_slides
 from fixtures.videos import CLIPS, Clip, write_clip
+from worker.assets import iter_keys
 from worker.cli.queue import result_of
 from worker.config import Settings, load_settings
 from worker.items import Item
 from worker.layout import SlotLayout
-from worker.payloads import ItemResult
+from worker.payloads import ItemResult, Metadata
 from worker.queue import producer_app, send_items
 
 pytestmark = pytest.mark.slow
@@ -209,9 +210,9 @@ def _assert_done_once(dep: Deployment, items: list[Item]) -> None:
         layout = dep.layout(item)
         marker = dep.bucket / layout.metadata_key
         assert marker.is_file(), f"{item.key}: no metadata.json"
-        metadata = json.loads(marker.read_text())
-        assert metadata["assets"], item.key
-        missing = [a for a in metadata["assets"] if not (dep.bucket / a).is_file()]
+        metadata = Metadata.model_validate_json(marker.read_text())
+        assert metadata.assets, item.key
+        missing = [a for a in iter_keys(metadata.assets) if not (dep.bucket / a).is_file()]
         assert not missing, f"{item.key}: missing assets {missing[:3]}"
         assert logs.count(f"item {item.item_id} ({item.key}) done") == 1, item.key
 

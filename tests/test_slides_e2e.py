@@ -17,9 +17,11 @@ from servers import moto_enforcing_iam
 from slide_support import deep_zoom_tiles, reader_without_listing
 
 from fixtures.slides import MARKS_LAYOUT, generate_slides
+from worker.assets import Series, iter_keys
 from worker.config import Integration
 from worker.items import default_item_id
 from worker.layout import Rel, SlotLayout
+from worker.payloads import ItemResult
 from worker.storage import open_writable
 from worker.storage.base import Storage
 
@@ -61,12 +63,18 @@ def test_process_mirax_fetches_its_folder_and_writes_the_slide_layout(
     assert payload["level_count"] == 5
     layout = SlotLayout(integration.prefix, default_item_id(key))
     assert payload["storage_dzi_key"] == layout.key(Rel.DZI)
-    tiles = [k for k in result["assets"] if k.startswith(layout.key(Rel.TILES_DIR))]
+    assets = ItemResult.model_validate(result).assets
+    levels = [a for a in assets if isinstance(a, Series)]
+    # One entry per Deep Zoom level, however many tiles it holds.
+    assert [a.prefix for a in levels] == sorted(
+        layout.key(Rel.tile_level_dir(level)) for level in range(len(levels))
+    )
+    tiles = [k for k in iter_keys(assets) if k.startswith(layout.key(Rel.TILES_DIR))]
     assert len(tiles) == payload["tile_count"] == deep_zoom_tiles(2048, 1536)
     assert {k.rsplit("/", 1)[1] for k in payload["storage_associated_keys"].values()} == {
         f"{name}.jpg" for name in MARKS_LAYOUT.associated
     }
-    for asset in result["assets"]:
+    for asset in iter_keys(assets):
         assert storage.head(asset).size > 0
     thumbnail = Image.open(io.BytesIO(storage.read_bytes(layout.key(Rel.THUMBNAIL))))
     assert thumbnail.size == (267, 200)  # 2048x1536 fitted into 356x200

@@ -1,11 +1,15 @@
 """Re-processing a bucket after a pipeline change or an outage (`mediaworker reprocess`).
 
-The bucket is listed page by page and each key flows through: is it a source at all (not one of
-our renditions, not a file inside a MIRAX slide's data folder, a media extension) -> does it pass
-the filters (`--under`, `--type`, `--since`) -> is it already up to date (its `metadata.json`
+First every commit marker under the prefix is indexed by the source key it names (see
+`worker.markers`), so items are found whatever their item id and slot. Then the bucket is listed
+page by page and each key flows through: is it a source at all (not one of our renditions, not a
+file inside a MIRAX slide's data folder, a media extension; `.tif`, `.tiff` and `.dcm` are typed
+by their first bytes, one ranged read, since a pyramidal TIFF is a slide) -> does it pass the
+filters (`--under`, `--type`, `--since`) -> is each item made from it up to date (its marker
 names the same source ETag and pipeline version) -> into the current batch, enqueued when full.
-Memory stays flat whatever the bucket's size: one page, one batch and a bounded window of marker
-reads are held at a time (plus the names of MIRAX slides seen, to recognise their folders).
+Memory stays flat in the bucket's size but for the marker index (a few fields per item, capped):
+one page, one batch and a bounded window of reads are held at a time (plus the names of MIRAX
+slides seen, to recognise their folders).
 """
 
 from __future__ import annotations
@@ -13,21 +17,19 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pydantic import ValidationError
-
 from worker import PIPELINE_VERSION
+from worker.bounded import bounded_map
 from worker.config import Integration
-from worker.errors import NotFound
 from worker.identifiers import key_problem, printable
 from worker.items import Item, ItemType, default_item_id
 from worker.layout import SlotLayout
-from worker.payloads import Metadata
+from worker.markers import Marked, MarkerIndex, build_marker_index, read_marker
 from worker.storage.base import ObjectInfo, ReadableStorage
 
 log = logging.getLogger(__name__)
@@ -37,10 +39,10 @@ ProgressFn = Callable[["ReprocessSummary"], None]
 
 DEFAULT_BATCH = 500
 MARKER_WINDOW = 32
-"""Marker reads in flight at once: enough to hide request latency, bounded for memory."""
-MAX_INDEXED_ITEMS = 200_000
-"""Item folders remembered to skip marker reads for never-processed keys (about 20 MB); a
-prefix holding more falls back to one marker read per key."""
+"""Keys being typed and checked at once: enough to hide request latency, bounded for memory."""
+SNIFF_BYTES = 8192
+SNIFFED = frozenset({"tif", "tiff", "dcm"})
+"""Extensions that do not tell the type: a TIFF may be a photo or a pyramidal slide."""
 
 EXTENSIONS: dict[str, ItemType] = {
     **dict.fromkeys(
@@ -52,16 +54,24 @@ EXTENSIONS: dict[str, ItemType] = {
         ItemType.VIDEO,
     ),
     **dict.fromkeys(
-        ("mrxs", "svs", "ndpi", "scn", "vms", "vmu", "bif", "svslide", "qptiff"), ItemType.SLIDE
+        ("mrxs", "svs", "ndpi", "scn", "vms", "vmu", "bif", "svslide", "qptiff", "dcm"),
+        ItemType.SLIDE,
     ),
 }
-"""Listing cannot sniff content (a read per key), so sources are recognised by extension.
-Generic TIFFs count as images; a pyramidal TIFF slide is reprocessed with `--type slide`."""
+"""Sources are recognised by extension; those of `SNIFFED` are then typed by content."""
+
+
+def _extension(key: str) -> str:
+    return posixpath.splitext(key)[1].lower().lstrip(".")
 
 
 def type_of_key(key: str) -> ItemType | None:
-    ext = posixpath.splitext(key)[1].lower().lstrip(".")
-    return EXTENSIONS.get(ext)
+    """The type an extension says; for those of `SNIFFED`, what they usually are."""
+    return EXTENSIONS.get(_extension(key))
+
+
+def _sniffed(key: str) -> bool:
+    return _extension(key) in SNIFFED
 
 
 @dataclass
@@ -125,8 +135,9 @@ class _SourceFilter:
         return item_type
 
 
-def _passes(info: ObjectInfo, item_type: ItemType, options: ReprocessOptions) -> bool:
-    if options.item_type is not None and item_type != options.item_type:
+def _passes(info: ObjectInfo, item_type: ItemType | None, options: ReprocessOptions) -> bool:
+    """`--type` (when the type is known before reading the source) and `--since`."""
+    if item_type is not None and not _type_passes(item_type, options):
         return False
     if options.since is not None:
         modified = info.last_modified
@@ -138,48 +149,76 @@ def _passes(info: ObjectInfo, item_type: ItemType, options: ReprocessOptions) ->
     return True
 
 
-def item_folder_index(storage: ReadableStorage, prefix: str) -> set[str] | None:
-    """The item ids that have a folder under `prefix`, from a delimited listing (one entry per
-    item, however many renditions it has), so keys never processed cost no request at all.
-    None when the backend cannot list folders cheaply or there are too many to hold."""
-    inner = getattr(storage, "_inner", storage)
-    from worker.storage.s3 import S3Storage
+@dataclass
+class _Decision:
+    """What became of one listed source: its type (None: not a source after all), the items
+    to enqueue, and how many of its items are up to date."""
 
-    if not isinstance(inner, S3Storage):
-        return None
-    folders: set[str] = set()
-    pages = inner.client.get_paginator("list_objects_v2").paginate(
-        Bucket=inner.bucket, Prefix=f"{prefix}/", Delimiter="/"
-    )
-    for page in pages:
-        for entry in page.get("CommonPrefixes", []):
-            folders.add(entry["Prefix"][len(prefix) + 1 :].rstrip("/"))
-        if len(folders) > MAX_INDEXED_ITEMS:
-            log.info("more than %d item folders: reading each marker instead", MAX_INDEXED_ITEMS)
-            return None
-    return folders
+    item_type: ItemType | None
+    items: list[Item] = field(default_factory=list)
+    up_to_date: int = 0
 
 
-def is_up_to_date(
-    storage: ReadableStorage, prefix: str, info: ObjectInfo, folders: set[str] | None = None
-) -> bool:
-    """Whether the key's commit marker names this very source (ETag) and pipeline version."""
-    item_id = default_item_id(info.key)
-    if folders is not None and item_id not in folders:
-        return False
-    marker = SlotLayout(prefix, item_id).metadata_key
-    try:
-        metadata = Metadata.model_validate_json(storage.read_bytes(marker))
-    except NotFound:
-        return False
-    except (ValidationError, ValueError):
-        log.warning("%s: unreadable commit marker %s; the item is redone", info.key, marker)
-        return False
+class _Planner:
+    """Types a source and decides which of its items to redo; runs in the pool."""
+
+    def __init__(
+        self,
+        storage: ReadableStorage,
+        integration: Integration,
+        options: ReprocessOptions,
+        markers: MarkerIndex | None,
+    ) -> None:
+        self.storage, self.integration, self.options = storage, integration, options
+        self.markers = markers
+
+    def decide(self, info: ObjectInfo) -> _Decision:
+        item_type = self._type(info.key)
+        if item_type is None or not _type_passes(item_type, self.options):
+            return _Decision(item_type)
+        decision = _Decision(item_type)
+        for marked in self._marked(info.key) or [None]:
+            if marked is not None and not self.options.force and _is_current(marked, info):
+                decision.up_to_date += 1
+            else:
+                decision.items.append(self._item(info.key, item_type, marked))
+        return decision
+
+    def _type(self, key: str) -> ItemType | None:
+        if not _sniffed(key):
+            return type_of_key(key)
+        from worker.media.sniff import sniff
+
+        return sniff(self.storage.read_head(key, SNIFF_BYTES), key)
+
+    def _marked(self, key: str) -> list[Marked]:
+        if self.markers is not None:
+            return self.markers.get(key)
+        if self.options.force:
+            return []
+        found = read_marker(self.storage, SlotLayout(self.integration.prefix, default_item_id(key)))
+        return [found[1]] if found is not None and found[0] == key else []
+
+    def _item(self, key: str, item_type: ItemType, marked: Marked | None) -> Item:
+        name = self.integration.name
+        if marked is None:
+            return Item(integration=name, key=key, type=item_type)
+        return Item(
+            integration=name,
+            key=key,
+            type=item_type,
+            item_id=marked.item_id,
+            slot=marked.slot,
+            fps=marked.fps,
+        )
+
+
+def _is_current(marked: Marked, info: ObjectInfo) -> bool:
+    """Whether a marker names this very source (ETag) and the running pipeline version."""
     return (
-        metadata.pipeline_version == PIPELINE_VERSION
-        and metadata.source.key == info.key
+        marked.pipeline_version == PIPELINE_VERSION
         and bool(info.etag)
-        and _same_etag(metadata.source.etag, info.etag)
+        and _same_etag(marked.etag, info.etag)
     )
 
 
@@ -187,23 +226,8 @@ def _same_etag(a: str | None, b: str | None) -> bool:
     return bool(a and b) and str(a).strip('"') == str(b).strip('"')
 
 
-def _windowed(
-    pool: ThreadPoolExecutor,
-    items: Iterable[tuple[ObjectInfo, ItemType]],
-    check: Callable[[ObjectInfo], bool],
-    window: int,
-) -> Iterator[tuple[ObjectInfo, ItemType, bool]]:
-    """`check` on each item in a thread pool, at most `window` in flight, results in order
-    (`Executor.map` would submit the whole listing at once)."""
-    pending: deque[tuple[ObjectInfo, ItemType, Future[bool]]] = deque()
-    for info, item_type in items:
-        pending.append((info, item_type, pool.submit(check, info)))
-        if len(pending) >= window:
-            first = pending.popleft()
-            yield first[0], first[1], first[2].result()
-    while pending:
-        first = pending.popleft()
-        yield first[0], first[1], first[2].result()
+def _type_passes(item_type: ItemType, options: ReprocessOptions) -> bool:
+    return options.item_type is None or item_type == options.item_type
 
 
 def reprocess(
@@ -215,7 +239,9 @@ def reprocess(
 ) -> ReprocessSummary:
     """List, filter, skip what is up to date (unless `force`), enqueue the rest in batches."""
     summary = ReprocessSummary(dry_run=options.dry_run)
-    candidates = _candidates(storage, integration, options, summary)
+    # Even with --force: the index is what finds items under an id other than the default.
+    markers = _marker_index(storage, integration.prefix)
+    planner = _Planner(storage, integration, options, markers)
     batch: list[Item] = []
 
     def flush() -> None:
@@ -223,40 +249,35 @@ def reprocess(
             summary.task_ids += len(enqueue(list(batch)))
         batch.clear()
 
-    def take(info: ObjectInfo, item_type: ItemType) -> None:
-        batch.append(Item(integration=integration.name, key=info.key, type=item_type))
-        summary.enqueued += 1
-        summary.by_type[item_type.value] += 1
-        if len(batch) >= options.batch_size:
-            flush()
-
-    if options.force:
-        for info, item_type in candidates:
-            take(info, item_type)
+    with ThreadPoolExecutor(8, thread_name_prefix="reprocess") as pool:
+        candidates = _candidates(storage, integration, options, summary)
+        for _, decision in bounded_map(pool, planner.decide, candidates, MARKER_WINDOW):
+            _count(summary, decision)
+            batch.extend(decision.items)
+            if len(batch) >= options.batch_size:
+                flush()
             _tick(progress, summary)
-    else:
-        folders = _folder_index(storage, integration.prefix)
-        with ThreadPoolExecutor(8, thread_name_prefix="reprocess") as pool:
-
-            def check(info: ObjectInfo) -> bool:
-                return is_up_to_date(storage, integration.prefix, info, folders)
-
-            for info, item_type, done in _windowed(pool, candidates, check, MARKER_WINDOW):
-                if done:
-                    summary.up_to_date += 1
-                else:
-                    take(info, item_type)
-                _tick(progress, summary)
     flush()
     log.info("reprocess %s: %s", integration.name, summary.as_dict())
     return summary
 
 
-def _folder_index(storage: ReadableStorage, prefix: str) -> set[str] | None:
+def _count(summary: ReprocessSummary, decision: _Decision) -> None:
+    if decision.item_type is None:
+        summary.not_sources += 1
+    elif not decision.items and not decision.up_to_date:
+        summary.filtered_out += 1
+    else:
+        summary.up_to_date += decision.up_to_date
+        summary.enqueued += len(decision.items)
+        summary.by_type[decision.item_type.value] += len(decision.items)
+
+
+def _marker_index(storage: ReadableStorage, prefix: str) -> MarkerIndex | None:
     try:
-        return item_folder_index(storage, prefix)
-    except Exception as exc:  # an optimisation only: without it every marker is read
-        log.info("could not list item folders under %s/ (%s); reading each marker", prefix, exc)
+        return build_marker_index(storage, prefix)
+    except Exception as exc:  # without the index, each key's default marker is read instead
+        log.info("could not index the markers under %s/ (%s); reading each key's own", prefix, exc)
         return None
 
 
@@ -265,11 +286,12 @@ def _candidates(
     integration: Integration,
     options: ReprocessOptions,
     summary: ReprocessSummary,
-) -> Iterator[tuple[ObjectInfo, ItemType]]:
+) -> Iterator[ObjectInfo]:
     sources = _SourceFilter(integration)
     for info in storage.list(options.under):
         summary.listed += 1
         item_type = sources.source_type(info.key)
+        sniffed = item_type is not None and _sniffed(info.key)
         problem = key_problem(info.key)
         if problem is not None:
             # Never enqueued: SPEC 3 refuses it (a worker would report `invalid_item`).
@@ -277,10 +299,10 @@ def _candidates(
             summary.not_sources += 1
         elif item_type is None:
             summary.not_sources += 1
-        elif not _passes(info, item_type, options):
+        elif not _passes(info, None if sniffed else item_type, options):
             summary.filtered_out += 1
         else:
-            yield info, item_type
+            yield info
 
 
 def _tick(progress: ProgressFn | None, summary: ReprocessSummary) -> None:

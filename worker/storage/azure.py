@@ -230,6 +230,18 @@ class AzureStorage(Storage):
         except Exception as exc:
             raise _translate(exc, self._where(prefix), "list") from None
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        container, _, name_prefix = prefix.partition("/")
+        try:
+            entries = self.service.get_container_client(container).walk_blobs(
+                name_starts_with=name_prefix or None, delimiter="/"
+            )
+            for entry in entries:
+                if entry.name.endswith("/"):  # a BlobPrefix: a folder, not a blob
+                    yield f"{container}/{entry.name}"
+        except Exception as exc:
+            raise _translate(exc, self._where(prefix), "list") from None
+
     def sign(self, key: str, expires_seconds: int) -> str:
         """An account-key SAS when a key is configured, else a user-delegation SAS (which needs
         the Storage Blob Delegator role); read-only, capped at 4 hours (SPEC section 2)."""

@@ -56,6 +56,12 @@ class ReadableStorage(ABC):
     def sign(self, key: str, expires_seconds: int) -> str:
         """A URL that GETs the key without credentials until it expires."""
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        """The folders directly under `prefix` (which ends in '/'), each as a full prefix ending
+        in '/': one entry per folder however many keys it holds. Optional: a backend that cannot
+        list by delimiter raises `NotImplementedError`."""
+        raise NotImplementedError
+
     def download(self, key: str, dest: Path) -> ObjectInfo:
         """Copy the object to a local file; backends override with concurrent ranged reads."""
         info = self.head(key)
@@ -123,6 +129,9 @@ class ReadOnlyView(ReadableStorage):
 
     def sign(self, key: str, expires_seconds: int) -> str:
         return self._inner.sign(key, expires_seconds)
+
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        return self._inner.list_folders(prefix)
 
     def download(self, key: str, dest: Path) -> ObjectInfo:
         return self._inner.download(key, dest)

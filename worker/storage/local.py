@@ -87,6 +87,14 @@ class LocalStorage(Storage):
                 if key.startswith(prefix) and not path.is_symlink():
                     yield self._info(key, path, path.stat())
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        folder = self._path(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        if not folder.is_dir():
+            return
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+            if entry.is_dir(follow_symlinks=False):
+                yield f"{prefix}{entry.name}/"
+
     def sign(self, key: str, expires_seconds: int) -> str:
         """A local file has no signature to give; its URI serves a viewer on the same machine."""
         return self._path(key).as_uri()

@@ -250,6 +250,16 @@ class S3Storage(Storage):
         except Exception as exc:
             raise _translate(exc, self._where(prefix), "list (s3:ListBucket)") from None
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/")
+        try:
+            for page in pages:
+                for entry in page.get("CommonPrefixes", []):
+                    yield entry["Prefix"]
+        except Exception as exc:
+            raise _translate(exc, self._where(prefix), "list (s3:ListBucket)") from None
+
     def sign(self, key: str, expires_seconds: int) -> str:
         """A presigned GET; its lifetime is capped at 4 hours (SPEC section 2)."""
         lifetime = max(1, min(int(expires_seconds), MAX_SIGNED_URL_SECONDS))
