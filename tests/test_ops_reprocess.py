@@ -226,3 +226,47 @@ def test_extension_table() -> None:
     assert type_of_key("x.ndpi") == ItemType.SLIDE
     assert type_of_key("notes.txt") is None
     assert type_of_key("Slidedat.ini") is None
+
+
+def test_custom_item_ids_and_pyramidal_tif(
+    make_integration, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items under ids of the registering system's choosing are found by the source key and
+    ETag their markers record; a pyramidal `.tif` counts as a slide, a flat one as an image."""
+    from PIL import Image
+
+    from fixtures.slides import write_tiled_tiff
+
+    settings, integ = make_integration("s3")
+    storage = open_writable(integ, settings)
+    storage.write("wsi/pyramid.tif", write_tiled_tiff(tmp_path / "pyramid.tif"))
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(tmp_path / "flat.tif")
+    storage.write("photos/flat.tif", tmp_path / "flat.tif")
+    for key in ("imgs/a.jpg", "imgs/b.jpg", "imgs/c.jpg"):
+        storage.write(key, key.encode())
+    etags = {info.key: info.etag for info in storage.list("")}
+    # a.jpg is done under a custom id; b.jpg under another, but from bytes since replaced.
+    for item_id, key, etag in (("acme-a", "imgs/a.jpg", etags["imgs/a.jpg"]),
+                               ("acme-b", "imgs/b.jpg", "an-older-etag")):  # fmt: skip
+        marker = marker_for(integ.prefix, key, etag).model_copy(update={"item_id": item_id})
+        storage.write(SlotLayout(integ.prefix, item_id).metadata_key,
+                      marker.model_dump_json().encode())  # fmt: skip
+
+    config = write_config(tmp_path / "mw.toml", integ)
+    counts = _dry_run_counts(capsys, config, integ.name)
+    assert counts["by_type"] == {"image": 3, "slide": 1}
+    assert counts["skipped_up_to_date"] == 1
+    assert counts["enqueued"] == 4
+
+    recorder = Recorder()
+    reprocess(storage, integ, ReprocessOptions(), recorder)
+    ids = {item.key: item.item_id for item in recorder.items}
+    assert ids == {
+        "imgs/b.jpg": "acme-b",  # redone where it lives, not under a new default id
+        "imgs/c.jpg": default_item_id("imgs/c.jpg"),
+        "photos/flat.tif": default_item_id("photos/flat.tif"),
+        "wsi/pyramid.tif": default_item_id("wsi/pyramid.tif"),
+    }
+    assert {i.key: i.type for i in recorder.items}["wsi/pyramid.tif"] == ItemType.SLIDE
+    slides = reprocess(storage, integ, ReprocessOptions(item_type=ItemType.SLIDE), Recorder())
+    assert (slides.enqueued, slides.filtered_out) == (1, 4)
