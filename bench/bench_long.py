@@ -68,12 +68,19 @@ def run_cli(args: list[str], config: Path) -> tuple[Measure, str]:
 
 
 def process(seconds: int, config: Path) -> dict[str, object]:
+    row = measure_item(make_clip(seconds), config)
+    row["seconds"] = seconds
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def measure_item(key: str, config: Path) -> dict[str, object]:
+    """Process one key of the bench bucket in a child: peak memory, marker and line sizes."""
     from worker.assets import count_keys
     from worker.items import default_item_id
     from worker.layout import SlotLayout
     from worker.payloads import Metadata
 
-    key = make_clip(seconds)
     measure, out = run_cli(["process", "bench", key], config)
     line = out.strip().splitlines()[-1]
     result = json.loads(line)
@@ -81,9 +88,11 @@ def process(seconds: int, config: Path) -> dict[str, object]:
         raise SystemExit(f"{key}: {result['status']} {result['message']}")
     marker = BUCKET / SlotLayout("data", default_item_id(key)).metadata_key
     metadata = Metadata.model_validate_json(marker.read_bytes())
-    row = {
-        "seconds": seconds,
-        "frames": result["payload"]["total_frames"],
+    payload = result["payload"]
+    return {
+        "key": key,
+        "frames": payload.get("total_frames"),
+        "tiles": payload.get("tile_count"),
         "wall_s": round(measure.wall, 1),
         "cpu_s": round(measure.cpu, 1),
         "peak_mb": round(measure.peak_mb, 1),
@@ -92,11 +101,9 @@ def process(seconds: int, config: Path) -> dict[str, object]:
         "asset_entries": len(metadata.assets),
         "asset_keys": count_keys(metadata.assets),
         "hls_index_bytes": sum(
-            len(json.dumps(q["index"])) for q in result["payload"]["hls_segments"].values()
+            len(json.dumps(q["index"])) for q in payload.get("hls_segments", {}).values()
         ),
     }
-    print(json.dumps(row), flush=True)
-    return row
 
 
 def verify_with_a_hole(seconds: int, config: Path) -> dict[str, object]:

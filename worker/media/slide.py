@@ -35,6 +35,10 @@ THUMBNAIL_QUALITY = 90
 ASSOCIATED_QUALITY = 90
 STRIP_PIXELS = 16 * 1024**2
 """Pixels read at once for the thumbnail (64 MB as RGBA): bounds memory on poorly tiered slides."""
+TILE_CACHE_BYTES = 4 * 1024**2
+"""OpenSlide's decoded-tile cache. Its default (32 MB) fills on any large slide, so a big slide
+peaked 30+ MB above a small one; 4 MB keeps the neighbouring source tiles that the Deep Zoom
+tiles' overlap reads again, at about the same speed (bench/RESULTS-slides.md)."""
 
 
 def process_slide(
@@ -72,6 +76,7 @@ def open_slide(path: Path) -> Iterator[OpenSlide]:
         )
     with openslide_errors(path, "opening"):
         slide = OpenSlide(path)
+        slide.set_cache(openslide.OpenSlideCache(TILE_CACHE_BYTES))
     try:
         yield slide
     finally:
