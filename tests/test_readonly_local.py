@@ -160,6 +160,13 @@ def test_verify_after_upload_is_ok_then_names_each_damaged_key(
     keys = list(sources.keys.values())
     code, results = run_cli("verify", "ro", *keys, "--config", str(config))
     assert code == 0 and {r["status"] for r in results} == {"ok"}, results
+    # What was checked comes back compact: each numbered series is one entry with its count.
+    checked = next(r for r in results if r["key"] == sources.keys["video"])["assets"]
+    series = {(a["prefix"].rsplit("/", 3)[-3], a["pattern"]): a["count"] for a in checked
+              if isinstance(a, dict)}  # fmt: skip
+    frames = read_registration(dest / "registration.jsonl")[sources.keys["video"]]
+    assert series[("sections", "%09d.jpg")] == frames["visible_frames"]
+    assert ("segments", "%09d.ts") in series
     code, results = run_cli("verify", "ro", "--config", str(config))  # every committed item
     assert code == 0 and sorted(r["key"] for r in results) == sorted(keys), results
 

@@ -195,6 +195,15 @@ def test_list_under_a_prefix(store: Case) -> None:
     assert list(store.storage.list(store.key("nothing-here/"))) == []
 
 
+def test_list_folders_gives_one_entry_per_folder(store: Case) -> None:
+    for name in ("f/one/a.txt", "f/one/deep/b.txt", "f/two/c.txt", "f/loose.txt"):
+        store.storage.write(store.key(name), b"x")
+    folders = list(store.storage.list_folders(store.key("f/")))
+    assert folders == [store.key("f/one/"), store.key("f/two/")]
+    assert list(store.storage.list_folders(store.key("f/one/"))) == [store.key("f/one/deep/")]
+    assert list(store.storage.list_folders(store.key("nothing-here/"))) == []
+
+
 # --- missing keys, delete, exists --------------------------------------------------------------
 
 
