@@ -26,6 +26,14 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_videos(tmp_path_factory.mktemp("videos"))["h264_aac_mp4"]
 
 
+def _on(kind: str, make_integration, clip: Path, key: str, tmp_path: Path):
+    """An integration of `kind` holding the clip at `key`, and a config file naming it."""
+    settings, integration = make_integration(kind)
+    storage = open_writable(integration, settings)
+    storage.write(key, clip)
+    return integration, storage, write_config(tmp_path / "mediaworker.toml", integration)
+
+
 def _server_encoding(kind: str, request: pytest.FixtureRequest, bucket: str, key: str) -> str:
     """The object's Content-Encoding as the server reports it to a plain client."""
     if kind == "gcs":
@@ -40,11 +48,8 @@ def _server_encoding(kind: str, request: pytest.FixtureRequest, bucket: str, key
 def test_process_video_writes_the_whole_layout(
     kind: str, make_integration, request: pytest.FixtureRequest, clip: Path, tmp_path: Path, capsys
 ) -> None:
-    settings, integration = make_integration(kind)
-    storage = open_writable(integration, settings)
     key = "videos/cam1/clip.mp4"
-    storage.write(key, clip)
-    config = write_config(tmp_path / "mediaworker.toml", integration)
+    integration, storage, config = _on(kind, make_integration, clip, key, tmp_path)
 
     code, out, err = run_cli(
         capsys, "process", integration.name, key, "--json", "--config", str(config)
@@ -94,11 +99,8 @@ def test_process_video_writes_the_whole_layout(
 def test_a_rerun_at_a_lower_fps_leaves_exactly_the_listed_assets(
     make_integration, clip: Path, tmp_path: Path, capsys
 ) -> None:
-    settings, integration = make_integration("s3")
-    storage = open_writable(integration, settings)
     key = "videos/cam2/clip.mp4"
-    storage.write(key, clip)
-    config = write_config(tmp_path / "mediaworker.toml", integration)
+    integration, storage, config = _on("s3", make_integration, clip, key, tmp_path)
     layout = SlotLayout(integration.prefix, default_item_id(key))
 
     def process(*extra: str) -> dict:
