@@ -246,6 +246,16 @@ class GcsStorage(Storage):
         except Exception as exc:
             raise self._fail(exc, prefix, "list", LIST) from None
 
+    def list_folders(self, prefix: str) -> Iterator[str]:
+        try:
+            blobs = self.client.list_blobs(
+                self.bucket, prefix=prefix, delimiter="/", retry=self.retry, timeout=self.timeout
+            )
+            for page in blobs.pages:
+                yield from sorted(page.prefixes)
+        except Exception as exc:
+            raise self._fail(exc, prefix, "list", LIST) from None
+
     def sign(self, key: str, expires_seconds: int) -> str:
         """A V4 signed GET, capped at 4 hours (SPEC section 2): with the key of a key file, else
         through IAM signBlob (see the module's docstring)."""
