@@ -20,9 +20,11 @@ from servers import moto_enforcing_iam
 from slide_support import deep_zoom_tiles, reader_without_listing
 
 from fixtures.dicom import LAYOUT, MISSING_LEVEL, generate_dicom
+from worker.assets import iter_keys
 from worker.config import Integration
 from worker.items import default_item_id
 from worker.layout import Rel, SlotLayout
+from worker.payloads import ItemResult
 from worker.storage import open_writable
 from worker.storage.base import Storage
 
@@ -80,7 +82,8 @@ def test_process_dicom_lists_its_folder_and_writes_the_slide_layout(
     size = next(el for el in dzi.iter() if el.tag.endswith("Size")).attrib
     assert (dzi.attrib["TileSize"], dzi.attrib["Overlap"]) == ("254", "1")
     assert (size["Width"], size["Height"]) == ("1024", "768")
-    tiles = [k for k in result["assets"] if k.startswith(layout.key(Rel.TILES_DIR))]
+    assets = ItemResult.model_validate(result).assets
+    tiles = [k for k in iter_keys(assets) if k.startswith(layout.key(Rel.TILES_DIR))]
     assert len(tiles) == payload["tile_count"] == deep_zoom_tiles(1024, 768)
     assert payload["storage_associated_keys"] == {
         name: layout.key(Rel.associated(name)) for name in ("label", "macro")

@@ -1,8 +1,8 @@
 """The item pipeline: every media type and every entry point goes through here.
 
 plan (layout, type) -> fetch the source -> run the processor, outputs streaming to storage through
-a bounded sink -> write `metadata.json` last, as the commit marker (SPEC 4.4) -> remove what an
-earlier run left in the slot that the marker does not list.
+a bounded sink -> write `metadata.json` last, as the commit marker (SPEC 4.4) -> remove what the
+earlier marker listed and the new one does not.
 
 A read-only integration never reaches the write path: `process_item` hands it to verification,
 and its storage is a `ReadOnlyView` that has no write method in the first place.
@@ -36,7 +36,7 @@ from worker.observability import observe_bytes, observe_stage, observed_item
 from worker.payloads import ItemResult, Metadata, SourceInfo, Status, build_payload
 from worker.safety import host_paths, internal_error, scrub_host
 from worker.sink import StorageSink
-from worker.stale import remove_stale
+from worker.stale import earlier_assets, remove_stale
 from worker.storage import ReadableStorage, ReadOnlyView, Storage, open_storage
 from worker.storage.base import ObjectInfo, scratch_dir
 
@@ -134,6 +134,7 @@ def _process(
         _check_source_size(item, source, settings)
         item_type = detect_type(item, source_storage)
         # A stale marker would vouch for outputs this run is about to replace.
+        earlier = earlier_assets(storage, layout)
         storage.delete(layout.metadata_key)
     work_dir = scratch_dir(settings.worker.work_dir, f"mw-{item.item_id[:8]}-")
     try:
@@ -172,7 +173,7 @@ def _process(
         metadata.model_dump_json(indent=2, exclude_none=True).encode(),
         "application/json",
     )
-    remove_stale(storage, layout, metadata.assets)
+    remove_stale(storage, layout, metadata.assets, earlier)
     log.info(
         "item %s (%s) done as %s: %d assets, timings %s",
         item.item_id,

@@ -2,9 +2,12 @@
 
 A re-run that makes fewer outputs (a lower `--fps`, a source re-encoded shorter, a slide
 replaced by a smaller one) would otherwise leave the earlier run's extra sections, segments or
-tiles beside the new ones. The slot is listed once the new `metadata.json` is written, and every
-key it does not list is deleted. Before the commit nothing is removed but the old marker (the
-pipeline deletes it first), so a failed run never leaves a marker vouching for missing files.
+tiles beside the new ones. The earlier marker's asset list is read before the run replaces it;
+once the new `metadata.json` is written, every key the earlier list names and the new one does
+not is deleted. Nothing is listed, so no `s3:ListBucket` is needed, and before the commit
+nothing is removed but the old marker (the pipeline deletes it first), so a failed run never
+leaves a marker vouching for missing files. (Outputs of a run that failed, which has no marker,
+are not known this way; they are overwritten by the next run where the names coincide.)
 
 Only writable storages get here: a read-only integration never reaches the write path.
 """
@@ -15,10 +18,13 @@ import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from worker.assets import Asset, AssetIndex
+from pydantic import ValidationError
+
+from worker.assets import Asset, AssetIndex, iter_keys
 from worker.bounded import bounded_map
-from worker.errors import PermissionDenied, TransientError
+from worker.errors import MediaWorkerError
 from worker.layout import SlotLayout
+from worker.payloads import Metadata
 from worker.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -26,21 +32,30 @@ log = logging.getLogger(__name__)
 DELETE_CONCURRENCY = 8
 
 
-def remove_stale(storage: Storage, layout: SlotLayout, assets: Iterable[Asset]) -> int:
-    """Delete every key under the slot that neither `assets` nor the marker names; returns how
-    many. A storage that refuses the listing keeps its leftovers (logged, not an item failure:
-    the marker is already true to what it lists)."""
+def earlier_assets(storage: Storage, layout: SlotLayout) -> list[Asset]:
+    """What the slot's current marker lists (nothing when there is none or it is unreadable)."""
+    try:
+        return Metadata.model_validate_json(storage.read_bytes(layout.metadata_key)).assets
+    except (MediaWorkerError, ValidationError, ValueError):
+        return []
+
+
+def remove_stale(
+    storage: Storage, layout: SlotLayout, assets: Iterable[Asset], earlier: Iterable[Asset]
+) -> int:
+    """Delete every key under the slot that `earlier` names and `assets` does not; returns how
+    many. A delete that fails is logged, not an item failure: the marker is already true."""
     listed = AssetIndex(assets)
     try:
         with ThreadPoolExecutor(DELETE_CONCURRENCY, thread_name_prefix="stale") as pool:
-            stale = _stale_keys(storage, layout, listed)
+            stale = _stale_keys(layout, listed, earlier)
             removed = sum(
                 1 for _ in bounded_map(pool, storage.delete, stale, 4 * DELETE_CONCURRENCY)
             )
-    except (PermissionDenied, TransientError) as exc:
+    except MediaWorkerError as exc:
         log.warning(
-            "%s: leftovers of earlier runs under %s could not be removed (%s); the listing needs"
-            " s3:ListBucket (or List on Azure) and deleting s3:DeleteObject under the prefix",
+            "%s: outputs of an earlier run under %s could not be removed (%s); deleting needs"
+            " s3:DeleteObject (or Delete on Azure) under the prefix",
             layout.item_id,
             layout.root,
             exc,
@@ -51,7 +66,7 @@ def remove_stale(storage: Storage, layout: SlotLayout, assets: Iterable[Asset]) 
     return removed
 
 
-def _stale_keys(storage: Storage, layout: SlotLayout, listed: AssetIndex) -> Iterator[str]:
-    for info in storage.list(layout.root):
-        if info.key != layout.metadata_key and info.key not in listed:
-            yield info.key
+def _stale_keys(layout: SlotLayout, listed: AssetIndex, earlier: Iterable[Asset]) -> Iterator[str]:
+    for key in iter_keys(earlier):
+        if key.startswith(layout.root) and key != layout.metadata_key and key not in listed:
+            yield key
