@@ -6,6 +6,7 @@ multi-pass way (one ffmpeg CLI invocation per output, same settings), in one run
     .venv/bin/python bench/bench_video.py --seconds 6 --long-seconds 12   # a quick look
     .venv/bin/python bench/bench_video.py --long     # 1 min against 20 min at 640x360: memory,
                                                      # marker and result size, verify
+    .venv/bin/python bench/bench_video.py --profile fast   # baseline, standard, fast; PSNR, bytes
 
 Needs the ffmpeg and ffprobe command-line tools for the baseline and to make the clips
 (Debian/Ubuntu: `apt-get install -y ffmpeg`). Clips and outputs go to bench/.work/.
@@ -137,7 +138,7 @@ def write_manifest(path: Path, stamps: list[str], counts: list[int]) -> None:
 # -- mediaworker: one decode ---------------------------------------------------------------
 
 
-def ours(clip: Path, out: Path) -> None:
+def ours(clip: Path, out: Path, profile: str = "standard") -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from worker.config import Limits, VideoSettings
     from worker.layout import SlotLayout
@@ -149,10 +150,12 @@ def ours(clip: Path, out: Path) -> None:
     scratch = out / "scratch"
     scratch.mkdir(parents=True)
     with StorageSink(LocalStorage(out), SlotLayout("data", "item")) as sink:
-        result = process_video(clip, sink, Limits(), VideoSettings(), work_dir=scratch)
+        settings = VideoSettings.model_validate({"profile": profile})
+        result = process_video(clip, sink, Limits(), settings, work_dir=scratch)
     print(
-        f"  ours: {result.total_frames} frames, {result.hls_high.segment_count} segments,"
-        f" {result.width}x{result.height}, audio={result.has_audio}",
+        f"  ours ({profile}): {result.total_frames} frames,"
+        f" {result.hls_high.segment_count} segments, {result.width}x{result.height},"
+        f" audio={result.has_audio}",
         flush=True,
     )
 
@@ -165,11 +168,20 @@ def main() -> int:
         "--long", nargs="*", type=int, metavar="SECONDS",
         help="the whole pipeline on 640x360 clips of these lengths (default 60 1200)",
     )  # fmt: skip
+    parser.add_argument(
+        "--profile",
+        choices=["standard", "fast"],
+        default="standard",
+        help="fast: baseline, standard and fast profiles on one clip, with PSNR and bytes",
+    )
     parser.add_argument("--run", choices=["baseline", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.run:
-        (baseline if args.run == "baseline" else ours)(*args.paths)
+        if args.run == "baseline":
+            baseline(*args.paths)
+        else:
+            ours(*args.paths, profile=args.profile)
         return 0
     if args.long is not None:
         from bench_long import long_run
@@ -179,6 +191,8 @@ def main() -> int:
         print("the baseline needs ffmpeg and ffprobe: apt-get install -y ffmpeg")
         return 2
     me = [sys.executable, str(Path(__file__).resolve())]
+    if args.profile == "fast":
+        return compare_profiles(args.seconds, me)
     clip, long_clip = make_clip(args.seconds), make_clip(args.long_seconds)
     print(f"clip: {clip.name} (1920x1080, 30 fps, H.264 + AAC), x264 preset {PRESET}", flush=True)
     base = run_measured([*me, "--run", "baseline", str(clip), str(WORK / "out-baseline")])
@@ -205,6 +219,27 @@ def main() -> int:
         f" of baseline (target <= 0.7x); peak {report['peak_mb']} MB -> {report['peak_mb_long']}"
         f" MB at {args.long_seconds} s ({report['peak_growth']:+.1%}; targets < 600 MB, 15%)"
     )
+    return 0
+
+
+def compare_profiles(seconds: int, me: list[str]) -> int:
+    """`--profile fast`: see bench/video_profiles.py."""
+    import video_profiles
+
+    clip = make_clip(seconds)
+    print(f"clip: {clip.name} (1920x1080, 30 fps, H.264 + AAC)", flush=True)
+    base = run_measured([*me, "--run", "baseline", str(clip), str(WORK / "out-baseline")])
+    print(f"baseline (multi-pass ffmpeg): {base}", flush=True)
+    outs = {profile: WORK / f"out-{profile}" for profile in ("standard", "fast")}
+    runs = {}
+    for profile, out in outs.items():
+        argv = [*me, "--run", "ours", "--profile", profile, str(clip), str(out)]
+        runs[profile] = run_measured(argv)
+        print(f"mediaworker {profile}: {runs[profile]}", flush=True)
+    quality = video_profiles.price(clip, outs)
+    result = video_profiles.report(seconds, base, runs, quality)
+    video_profiles.print_summary(result)
+    (WORK / "profiles.json").write_text(json.dumps(result, indent=2))
     return 0
 
 

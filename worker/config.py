@@ -14,7 +14,7 @@ import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -247,14 +247,51 @@ class Limits(BaseModel):
     the queues it lists; the soft limit (which fails as `timeout`) is 90% of it."""
 
 
+class VideoProfileName(StrEnum):
+    STANDARD = "standard"
+    FAST = "fast"
+
+
 class VideoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    profile: VideoProfileName = VideoProfileName.STANDARD
+    """`standard`: x264 `medium`, CRF 23 / 40, lossless PNG high sections. `fast`: about a
+    third of the CPU per minute of video at the same PSNR (within 0.5 dB) for up to 15% more
+    bytes, with JPEG high sections (bench/RESULTS-video.md has the figures)."""
+    hardware: Literal["auto", "off"] = "off"
+    """`auto`: the fast profile encodes HLS on a hardware H.264 encoder when this machine has
+    one (NVENC, VAAPI, VideoToolbox), else on x264; untested on real hardware, so off by
+    default."""
     sections_high_format: Annotated[str, Field(pattern="^(png|jpg)$")] = "png"
+    """Default: `png`, or `jpg` with the fast profile."""
     sections_high_jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 95
     sections_low_jpeg_quality: Annotated[int, Field(ge=1, le=100)] = 50
     x264_preset: str = "medium"
-    """x264's default preset, as SPEC section 10's baseline uses."""
+    """The standard profile's x264 preset: x264's default, as SPEC section 10's baseline uses
+    (the fast profile has its own tuned settings)."""
+
+    @model_validator(mode="after")
+    def _preset_is_for_standard(self) -> VideoSettings:
+        if self.profile == VideoProfileName.FAST and "x264_preset" in self.model_fields_set:
+            raise ValueError(
+                "field 'video.x264_preset' applies to the standard profile; the fast profile"
+                " chooses its own x264 settings: remove one of the two"
+            )
+        return self
+
+
+def with_video_profile(settings: Settings, profile: str | None) -> Settings:
+    """`settings` with `[video] profile` replaced (the command line's `--profile`), checked as
+    if it were in the file."""
+    if profile is None:
+        return settings
+    fields = {**settings.video.model_dump(exclude_unset=True), "profile": profile}
+    try:
+        video = VideoSettings.model_validate(fields)
+    except ValidationError as exc:
+        raise ConfigError(f"--profile {profile}: {_error_text(exc)}") from None
+    return settings.model_copy(update={"video": video})
 
 
 class WorkerSettings(BaseModel):

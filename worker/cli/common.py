@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from worker.config import Settings, load_settings
+from worker.config import Settings, VideoProfileName, load_settings
 from worker.errors import ConfigError, MediaWorkerError
 from worker.observability import scrub, setup_logging
 from worker.payloads import ItemResult, Status
@@ -40,6 +40,16 @@ def common_options(func: F) -> F:
         "--json", "as_json", is_flag=True, help="One JSON object per item on stdout."
     )(func)
     return click.option("-v", "--verbose", is_flag=True, help="Log progress details.")(func)
+
+
+def profile_option(func: F) -> F:
+    """`--profile`: the video profile for this run, over the settings' `[video] profile`."""
+    return click.option(
+        "--profile",
+        type=click.Choice([p.value for p in VideoProfileName]),
+        default=None,
+        help="Video encoding profile (default: [video] profile, else standard).",
+    )(func)
 
 
 def setup(

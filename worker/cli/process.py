@@ -10,12 +10,14 @@ import click
 from worker.cli.common import (
     common_options,
     emit_json,
+    profile_option,
     progress_bar,
     report,
     result_json,
     setup,
 )
 from worker.cli.report import report_option, write_run_report
+from worker.config import with_video_profile
 from worker.items import Item, ItemType
 from worker.limits import item_deadline
 from worker.pipeline import process_item
@@ -32,6 +34,7 @@ TYPE_CHOICE = click.Choice([t.value for t in ItemType])
 @click.option("--item-id", default=None, help="Only with a single KEY; default: UUIDv5 of the key.")
 @click.option("--slot", default="0", show_default=True)
 @report_option
+@profile_option
 @common_options
 def process_command(
     integration: str,
@@ -41,6 +44,7 @@ def process_command(
     item_id: str | None,
     slot: str,
     report_path: Path | None,
+    profile: str | None,
     config_file: str | None,
     as_json: bool,
     verbose: bool,
@@ -48,7 +52,7 @@ def process_command(
     """Process KEYs of INTEGRATION now, in this process (no broker needed)."""
     if item_id and len(keys) > 1:
         raise click.UsageError("--item-id names one item; give a single KEY with it")
-    settings = setup(config_file, verbose)
+    settings = with_video_profile(setup(config_file, verbose), profile)
     items = [
         Item(
             integration=integration,

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from worker.cli.common import (
     common_options,
     emit_json,
+    profile_option,
     progress_bar,
     report,
     result_json,
@@ -27,7 +28,7 @@ from worker.cli.common import (
     stderr,
 )
 from worker.cli.report import report_option, write_run_report
-from worker.config import Limits
+from worker.config import Limits, with_video_profile
 from worker.errors import ConfigError, InvalidItem, PermanentError, TransientError, reason_of
 from worker.items import Item
 from worker.layout import SlotLayout
@@ -233,6 +234,7 @@ def _print_problems(results: list[ItemResult]) -> None:
 @click.option("--fps", type=click.FloatRange(min=0), default=0, help="0 = native frame rate.")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Items in parallel.")
 @report_option
+@profile_option
 @common_options
 def preextract_command(
     source: str,
@@ -241,6 +243,7 @@ def preextract_command(
     fps: float,
     jobs: int | None,
     report_path: Path | None,
+    profile: str | None,
     config_file: str | None,
     as_json: bool,
     verbose: bool,
@@ -248,7 +251,7 @@ def preextract_command(
     """Pre-extract every item of SOURCE (a local file or folder, or INTEGRATION[:KEY_PREFIX])
     into --out, with registration.jsonl. Item keys are SOURCE's relative paths; items already
     extracted from the same source are skipped, so an interrupted run resumes."""
-    settings = setup(config_file, verbose)
+    settings = with_video_profile(setup(config_file, verbose), profile)
     dest_settings, dest_name = resolve_dest(dest, settings, prefix)
     plan = Plan(
         settings=dest_settings,

@@ -1,11 +1,12 @@
 """One HLS rendition of SPEC 4.2, encoded on its own thread from frames the decoder hands over.
 
-Each rendition owns an x264 encoder (CRF, GOP 15, no scene-cut keyframes so 2 s segments cut on
-the GOP grid) and FFmpeg's `hls` muxer writing into a scratch folder. Once segment k is
-complete, its video frames are counted from the file itself (the manifest relies on what was
-written, not on arithmetic) and it goes to the sink, which deletes the local copy once
-uploaded. The index is handed over last, with segment lines as written (`000000000.ts`);
-`worker.payloads` rewrites them to storage keys.
+Each rendition owns an H.264 encoder (x264 at a CRF, or a hardware one: see
+`worker.media.profiles`; GOP 15, no scene-cut keyframes so 2 s segments cut on the GOP grid)
+and FFmpeg's `hls` muxer writing into a scratch folder. Once segment k is complete, its video
+frames are counted from the file itself (the manifest relies on what was written, not on
+arithmetic) and it goes to the sink, which deletes the local copy once uploaded. The index is
+handed over last, with segment lines as written (`000000000.ts`); `worker.payloads` rewrites
+them to storage keys.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from av.video.frame import VideoFrame
 from worker.layout import Quality, Rel
 from worker.media import HlsRendition, Sink
 from worker.media.frames import reformat
+from worker.media.hwenc import H264Encoder
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,7 @@ class EncodeSpec:
     quality: Quality
     width: int
     height: int
-    crf: int
-    preset: str
+    encoder: H264Encoder
     time_base: Fraction
     """The time base of the frames handed over (the source video stream's)."""
     rate: Fraction
@@ -59,11 +60,6 @@ class HlsOutput:
     rendition: HlsRendition
     segment_counts: list[int]
     """Video frames in each segment written, counted from the files."""
-
-
-def x264_options(crf: int, preset: str) -> dict[str, str]:
-    """The encoder settings both the worker and the bench's baseline use."""
-    return {"crf": str(crf), "preset": preset, "sc_threshold": "0"}
 
 
 def hls_options(folder: Path) -> dict[str, str]:
@@ -175,14 +171,17 @@ class HlsWriter:
 
     def _add_video(self) -> av.VideoStream:
         spec = self.spec
-        stream = self._container.add_stream("libx264", rate=spec.rate)
+        encoder = spec.encoder
+        stream = self._container.add_stream(
+            encoder.codec, rate=spec.rate, hwaccel=encoder.hwaccel()
+        )
         stream.width, stream.height = spec.width, spec.height
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = encoder.pix_fmt
         context = stream.codec_context
         context.time_base = spec.time_base
         context.framerate = spec.rate
         context.gop_size = GOP
-        context.options = x264_options(spec.crf, spec.preset)
+        context.options = dict(encoder.options)
         return stream
 
     def _add_audio(self, audio: AudioSpec) -> av.AudioStream:
@@ -273,12 +272,13 @@ class HlsWriter:
 
     def _fit(self, frame: VideoFrame) -> VideoFrame:
         spec = self.spec
+        pix_fmt = spec.encoder.pix_fmt
         if (frame.width, frame.height) == (spec.width, spec.height) and (
-            frame.format.name == "yuv420p"
+            frame.format.name == pix_fmt
         ):
             return frame
         return reformat(
-            frame, width=spec.width, height=spec.height, format="yuv420p", interpolation="BICUBIC"
+            frame, width=spec.width, height=spec.height, format=pix_fmt, interpolation="BICUBIC"
         )
 
     def _mux(self, packets: list[av.Packet]) -> None:

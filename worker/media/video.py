@@ -2,14 +2,15 @@
 
 The calling thread demuxes and decodes; each decoded frame goes, by reference, to
 
-    HlsWriter high (x264 CRF 23, own thread)   --\
-    HlsWriter low  (scale + x264 CRF 40, own thread) -> segments to the sink as each one closes
+    HlsWriter high (H.264, CRF 23, own thread)   --\
+    HlsWriter low  (scale + H.264, CRF 40, own thread) -> segments to the sink as each one closes
     SectionWriter  (PNG/JPEG pool, visible frames only) -> sections to the sink
     ThumbnailPicker (frames near the expected middle)
 
 and decoded audio goes to the peaks writer and, once converted, to both AAC encoders. Every
 hand-over is a bounded queue, so memory does not grow with the length of the video. Whatever
-fails first (decoder, encoder, sink) stops the run and is raised here.
+fails first (decoder, encoder, sink) stops the run and is raised here. The encoder settings and
+section format come from the profile (`worker.media.profiles`).
 """
 
 from __future__ import annotations
@@ -40,12 +41,12 @@ from worker.media.frames import (
 )
 from worker.media.hls import AudioSpec, EncodeSpec, HlsOutput, HlsWriter
 from worker.media.manifest import FrameLog
+from worker.media.profiles import resolve_profile
 from worker.media.rotation import Rotator, thumbnail_at
 from worker.media.videoprobe import Probe, open_container, probe_video
 
 log = logging.getLogger(__name__)
 
-HIGH_CRF, LOW_CRF = 23, 40
 MAX_PENDING_AUDIO = 2000
 """Audio frames held until the first video frame starts the encoders (a few seconds' worth)."""
 
@@ -95,6 +96,7 @@ class _VideoRun:
     ) -> None:
         self.path, self.container, self.probe = path, container, probe
         self.sink, self.settings, self.scratch, self.progress = sink, settings, scratch, progress
+        self.profile = resolve_profile(settings)
         self.limits_frames = probe.max_frames
         self.rule = VisibleRule(downsample_step(probe.native_fps, fps))
         self.fps = fps if fps > 0 else probe.native_fps
@@ -212,27 +214,26 @@ class _VideoRun:
         width, height = first.width, first.height
         self.probe.check_size(width, height)
         self.width, self.height = width, height
-        high = self._hls("high", even_size(width, height), HIGH_CRF)
-        low = self._hls("low", low_size(width, height), LOW_CRF)
+        high = self._hls("high", even_size(width, height))
+        low = self._hls("low", low_size(width, height))
         for pending in self.pending_audio:
             high.put_audio(pending)
             low.put_audio(pending)
         self.pending_audio.clear()
         sections = SectionWriter(
             self.sink,
-            self.settings.sections_high_format,
+            self.profile.sections_high_format,
             self.settings.sections_high_jpeg_quality,
             self.settings.sections_low_jpeg_quality,
         )
         return _Outputs(high, low, sections, ThumbnailPicker(self.probe.expected_frames))
 
-    def _hls(self, quality: Quality, size: tuple[int, int], crf: int) -> HlsWriter:
+    def _hls(self, quality: Quality, size: tuple[int, int]) -> HlsWriter:
         spec = EncodeSpec(
             quality=quality,
             width=size[0],
             height=size[1],
-            crf=crf,
-            preset=self.settings.x264_preset,
+            encoder=self.profile.encoder(quality),
             time_base=self.probe.time_base,
             rate=self.probe.rate,
         )
@@ -317,7 +318,7 @@ class _VideoRun:
             fps=round(self.fps, 4),
             visible_frames=self.rule.visible,
             total_frames=total,
-            sections_ext=self.settings.sections_high_format,
+            sections_ext=self.profile.sections_high_format,
             hls_high=high,
             hls_low=low,
             has_audio=has_audio,
