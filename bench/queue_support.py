@@ -117,7 +117,9 @@ def wait_ready(log: Path) -> None:
 
 
 def items_for(keys: list[str], tag: str) -> list[Item]:
-    return [Item(integration="bench", key=k, item_id=f"{tag}-{i}", type="image")
+    # Item ids are plain names (no spaces), and the tags name the run ("tiny in-process-r0").
+    base = tag.replace(" ", "-")
+    return [Item(integration="bench", key=k, item_id=f"{base}-{i}", type="image")
             for i, k in enumerate(keys)]  # fmt: skip
 
 
