@@ -26,7 +26,7 @@ def write_config(path: Path, *integrations: Integration) -> Path:
     lines: list[str] = []
     for integ in integrations:
         lines.append(f"[integrations.{integ.name}]")
-        table: dict[str, Any] = {"provider": integ.provider.value, "readonly": integ.readonly}
+        table: dict[str, Any] = {"provider": integ.provider, "readonly": integ.readonly}
         for name in ("bucket", "region", "endpoint_url", "prefix"):
             value = getattr(integ, name)
             if value:

@@ -36,9 +36,10 @@ from worker.errors import PermissionDenied
 from worker.items import Item
 from worker.payloads import Status
 from worker.pipeline import process_item
-from worker.policy import PolicyRequest, build_setup, s3_bucket_policy
+from worker.policy import PolicyRequest, build_setup
 from worker.preflight import Outcome, run_checks
 from worker.storage import open_storage, open_writable
+from worker.storage.s3_setup import s3_bucket_policy
 
 PRINCIPAL = "arn:aws:iam::123456789012:user/mediaworker"
 SLIDE_KEY = "scans/run1/slide.mrxs"

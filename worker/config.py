@@ -7,10 +7,8 @@ never live in it: each provider's standard chain supplies them. Environment vari
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
-import re
 import tomllib
 from enum import StrEnum
 from pathlib import Path
@@ -19,86 +17,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from worker.errors import ConfigError
-from worker.layout import normalize_prefix
-from worker.safety import endpoint_problem, region_problem
+from worker.safety import endpoint_problem
+from worker.storage.registry import PROVIDERS, backend_class, unknown_provider
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONFIG_NAME = "mediaworker.toml"
 MAX_SIGNED_URL_SECONDS = 4 * 3600
-
-
-class Provider(StrEnum):
-    LOCAL = "local"
-    AWS = "aws"
-    WASABI = "wasabi"
-    S3 = "s3"
-    AZURE = "azure"
-    GCS = "gcs"
-
-    @property
-    def is_s3(self) -> bool:
-        return self in (Provider.AWS, Provider.WASABI, Provider.S3)
-
-
-_S3_BUCKET_CHARS = re.compile(r"^[a-z0-9.-]+$")
-_AZURE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
-_AZURE_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
-
-
-def s3_bucket_problem(name: str) -> str | None:
-    """The S3 naming rule a bucket name breaks (AWS's rules, which Wasabi and MinIO share)."""
-    if not 3 <= len(name) <= 63:
-        return "S3 bucket names are 3 to 63 characters long"
-    if not _S3_BUCKET_CHARS.match(name):
-        return "S3 bucket names use only lowercase letters, digits, dots and hyphens"
-    if not (name[0].isalnum() and name[-1].isalnum()):
-        return "S3 bucket names begin and end with a lowercase letter or a digit"
-    if ".." in name or ".-" in name or "-." in name:
-        return "S3 bucket names have no two adjacent dots, nor a dot next to a hyphen"
-    try:
-        ipaddress.IPv4Address(name)
-    except ValueError:
-        pass
-    else:
-        return "S3 bucket names are not formatted as IP addresses"
-    if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
-        return "S3 bucket names do not start with xn-- or sthree- nor end with -s3alias or --ol-s3"
-    return None
-
-
-_GCS_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
-_GCS_GOOGLE_LOOKALIKE = re.compile(r"g[o0][o0]g[l1]e")
-
-
-def gcs_bucket_problem(name: str) -> str | None:
-    """The Cloud Storage naming rule a bucket name breaks (its documented bucket-name rules)."""
-    if not _GCS_BUCKET_CHARS.match(name):
-        return "GCS bucket names use only lowercase letters, digits, dashes, underscores and dots"
-    if not (name[0].isalnum() and name[-1].isalnum()):
-        return "GCS bucket names begin and end with a lowercase letter or a digit"
-    if not 3 <= len(name) <= (222 if "." in name else 63):
-        return "GCS bucket names are 3 to 63 characters long (up to 222 with dots)"
-    if any(not 1 <= len(part) <= 63 for part in name.split(".")):
-        return "GCS bucket names have dot-separated parts of 1 to 63 characters"
-    if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", name):
-        return "GCS bucket names are not IP addresses in dotted-decimal notation"
-    if name.startswith("goog") or _GCS_GOOGLE_LOOKALIKE.search(name):
-        return "GCS bucket names do not start with 'goog' nor contain 'google' or a look-alike"
-    return None
-
-
-def azure_prefix_problem(prefix: str) -> str | None:
-    expected = "Azure prefixes have the form 'container-name/folder-name' (or 'container-name')"
-    if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
-        return f"{expected}, with no leading, trailing or doubled '/'"
-    container = prefix.split("/", 1)[0]
-    if not _AZURE_CONTAINER.match(container):
-        return (
-            f"{expected}; container {container!r} breaks Azure's rule: 3 to 63 lowercase letters,"
-            " digits and single hyphens, starting and ending with a letter or digit"
-        )
-    return None
 
 
 class Integration(BaseModel):
@@ -107,7 +32,8 @@ class Integration(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    provider: Provider
+    provider: str
+    """One of `worker.storage.registry.PROVIDERS`."""
     bucket: str = ""
     """S3 and GCS: the bucket. Azure: the storage account name."""
     region: str = ""
@@ -125,9 +51,8 @@ class Integration(BaseModel):
     @field_validator("provider", mode="before")
     @classmethod
     def _known_provider(cls, value: Any) -> Any:
-        names = ", ".join(p.value for p in Provider)
-        if value not in {p.value for p in Provider}:
-            raise ValueError(f"unknown provider {value!r}; expected one of {names}")
+        if value not in PROVIDERS:
+            raise ValueError(unknown_provider(value))
         return value
 
     @field_validator("endpoint_url")
@@ -140,80 +65,15 @@ class Integration(BaseModel):
 
     @model_validator(mode="after")
     def _check_provider_fields(self) -> Integration:
-        set_ = object.__setattr__
-        derives_host = self.provider in (Provider.WASABI, Provider.AWS) and not self.endpoint_url
-        if self.region and derives_host:  # the region becomes part of the endpoint's host name
-            problem = region_problem(self.region)
-            if problem:
-                raise ValueError(f"field 'region': {self.region!r}: {problem}")
-        if self.provider == Provider.LOCAL:
-            if self.root is None:
-                raise ValueError("field 'root': a local integration needs a root folder")
-            set_(self, "prefix", normalize_prefix(self.prefix))
-        elif self.provider.is_s3:
-            self._check_s3(set_)
-        elif self.provider == Provider.AZURE:
-            self._check_azure(set_)
-        elif self.provider == Provider.GCS:
-            self._check_gcs(set_)
-        else:
-            raise ValueError(f"field 'provider': {self.provider!r} has no validation")
+        """The provider's own rules, from its backend; the fields it derives are set here."""
+        for name, value in backend_class(self.provider).configure(self).items():
+            object.__setattr__(self, name, value)
         return self
-
-    def _check_s3(self, set_: Any) -> None:
-        if not self.bucket:
-            raise ValueError("field 'bucket': an S3 integration needs a bucket name")
-        problem = s3_bucket_problem(self.bucket)
-        if problem:
-            raise ValueError(f"field 'bucket': {self.bucket!r}: {problem}")
-        if self.provider == Provider.S3 and not self.endpoint_url:
-            raise ValueError(
-                "field 'endpoint_url': provider 's3' needs the endpoint of the service"
-            )
-        if self.provider == Provider.WASABI and not self.region and not self.endpoint_url:
-            raise ValueError("field 'region': a Wasabi integration needs its region")
-        if self.provider == Provider.WASABI and not self.endpoint_url:
-            set_(self, "endpoint_url", wasabi_endpoint(self.region))
-        set_(self, "prefix", normalize_prefix(self.prefix))
-        if "." in self.bucket:
-            set_(self, "path_style", True)
-
-    def _check_azure(self, set_: Any) -> None:
-        if not self.bucket:
-            raise ValueError("field 'bucket': an Azure integration needs the storage account name")
-        if not _AZURE_ACCOUNT.match(self.bucket) and not self.endpoint_url:
-            raise ValueError(
-                f"field 'bucket': {self.bucket!r}: Azure storage account names are 3 to 24"
-                " lowercase letters and digits"
-            )
-        prefix = self.prefix.strip() or "data"
-        problem = azure_prefix_problem(prefix)
-        if problem:
-            raise ValueError(f"field 'prefix': {self.prefix!r}: {problem}")
-        set_(self, "prefix", prefix)
-
-    def _check_gcs(self, set_: Any) -> None:
-        if not self.bucket:
-            raise ValueError("field 'bucket': a GCS integration needs a bucket name")
-        problem = gcs_bucket_problem(self.bucket)
-        if problem:
-            raise ValueError(f"field 'bucket': {self.bucket!r}: {problem}")
-        if self.region:
-            raise ValueError("field 'region': a GCS bucket has its own location; remove it")
-        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
-            raise ValueError("field 'endpoint_url': it must be an http:// or https:// URL")
-        set_(self, "prefix", normalize_prefix(self.prefix))
 
     @property
     def azure_container(self) -> str:
+        """Azure: the container, the prefix's first component."""
         return self.prefix.split("/", 1)[0]
-
-
-def wasabi_endpoint(region: str) -> str:
-    """Wasabi's documented regional service URLs: `s3.<region>.wasabisys.com`."""
-    if region in ("", "us-east-1"):
-        return "https://s3.wasabisys.com"
-    return f"https://s3.{region}.wasabisys.com"
 
 
 Positive = Annotated[int, Field(gt=0)]

@@ -22,13 +22,15 @@ Every failure the worker reports is one of these, so each maps to exactly one re
 Any other exception reaching an item's boundary is a fault of mediaworker itself: it becomes
 `internal_error`, never `corrupt_media`, which only a decoder's own error may give.
 
-Storage backends translate their SDK's errors into this tree in one table each; media
-processors translate their decoder's errors. Nothing else needs to know an SDK's exceptions.
+Storage backends translate their SDK's errors into this tree in one table each, keeping the
+provider's own code (`AccessDenied`, `AuthorizationPermissionMismatch`, `403`) as `provider_code`;
+media processors translate their decoder's errors. Nothing else needs to know an SDK's exceptions.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
 
 class Reason(StrEnum):
@@ -50,6 +52,13 @@ class MediaWorkerError(Exception):
     """Base of every error the worker raises on purpose."""
 
     reason: Reason | None = None
+    provider_code: str = ""
+    """For a storage error, the provider's own error code ("" when it gave none): `check` names
+    the fix from it (a rejected key is not a missing permission)."""
+
+    def with_code(self, code: object) -> Self:
+        self.provider_code = str(code or "")
+        return self
 
 
 class ConfigError(MediaWorkerError):

@@ -27,7 +27,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from worker import PIPELINE_VERSION
-from worker.config import Integration, Provider, Settings
+from worker.config import Integration, Settings
 from worker.errors import ConfigError, MediaWorkerError, Reason
 from worker.fetch import item_keys, source_key
 from worker.identifiers import key_problem, printable
@@ -39,6 +39,7 @@ from worker.pipeline import process_item
 from worker.storage import ReadableStorage, Storage, open_storage
 from worker.storage import open_writable as _open_writable
 from worker.storage.local import LocalStorage
+from worker.storage.registry import LOCAL_FOLDER, backend_class
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +113,13 @@ def resolve_dest(text: str, settings: Settings, prefix: str | None) -> tuple[Set
         raise ConfigError(f"DEST {text} is a file; give a folder (it is created if missing)")
     root.mkdir(parents=True, exist_ok=True)
     local = Integration(
-        name=LOCAL_DEST, provider=Provider.LOCAL, root=root, prefix=normalize_prefix(prefix)
+        name=LOCAL_DEST, provider=LOCAL_FOLDER, root=root, prefix=normalize_prefix(prefix)
     )
     return _with_integration(settings, local), LOCAL_DEST
 
 
 def _dest_prefix(integration: Integration, prefix: str) -> str:
-    if integration.provider == Provider.AZURE:
-        return prefix.strip() or "data"
-    return normalize_prefix(prefix)
+    return backend_class(integration.provider).prefix_of(prefix)
 
 
 def _with_integration(settings: Settings, integration: Integration) -> Settings:
@@ -280,7 +279,8 @@ def write_registration(plan: Plan, results: list[ItemResult]) -> str:
     """`registration.jsonl`: one payload a line for each item that is ok, in key order. Written
     whole at the end (the local backend replaces it atomically). Returns its key."""
     integration = plan.settings.integration(plan.dest)
-    key = registration_key("" if integration.provider == Provider.LOCAL else integration.prefix)
+    at_root = backend_class(integration.provider).local_folder  # next to the layout it uploads
+    key = registration_key("" if at_root else integration.prefix)
     lines = [
         json.dumps(r.payload, ensure_ascii=False, sort_keys=True)
         for r in sorted(results, key=lambda r: r.key)

@@ -4,14 +4,13 @@ What a platform's troubleshooting pages have a customer do by hand, in one comma
 key, write and delete a probe object under the prefix (never for a read-only integration), list
 (needed for MIRAX slides), sign a URL and fetch it without credentials, and read the CORS rules
 to say whether browsers at an origin can GET (and PUT) renditions. Every failed line carries the
-fix: the policy action or Azure role that is missing, or the CORS rule to add.
+fix, in the provider's terms, from its backend (`denied_fix`, `cors_fix`): the policy action or
+role that is missing, the key that was rejected, or the CORS rule to add.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import posixpath
 import urllib.error
 import urllib.request
@@ -19,33 +18,20 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
-from worker.config import Integration, Provider, Settings
+from worker.config import Integration, Settings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied
 from worker.layout import probe_key
-from worker.policy import (
-    AZURE_CONTRIBUTOR,
-    AZURE_DELEGATOR,
-    AZURE_READER,
-    cors_methods,
-    s3_cors,
-)
+from worker.policy import cors_methods
 from worker.storage import open_storage, open_writable
-from worker.storage.base import ReadableStorage, Storage
+from worker.storage.base import Capability, ReadableStorage, Storage
+from worker.storage.base import CorsRule as CorsRuleView
+from worker.storage.registry import backend_class
 
 log = logging.getLogger(__name__)
 
 SIGN_SECONDS = 300
 FETCH_TIMEOUT = 15
-_BAD_CREDENTIALS = {
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "InvalidToken",
-    "ExpiredToken",
-    "AuthenticationFailed",
-    "InvalidClientTokenId",
-}
 
 
 class Outcome(StrEnum):
@@ -84,69 +70,18 @@ def http_fetch(method: str, url: str, headers: dict[str, str]) -> tuple[int, dic
         return exc.code, dict(exc.headers or {})
 
 
-def error_code(exc: BaseException) -> str:
-    """The provider's error code behind a translated error (the SDK error is its context)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        response = getattr(seen, "response", None)
-        if isinstance(response, dict) and response.get("Error", {}).get("Code"):
-            return str(response["Error"]["Code"])
-        code = getattr(seen, "error_code", None)
-        if code:
-            return str(getattr(code, "value", code))
-        seen = seen.__cause__ or seen.__context__
-    return ""
-
-
-def _azure_shared_key() -> bool:
-    """Whether the worker signs Azure requests with the account key (the chain's first two)."""
-    return bool(
-        os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or os.environ.get("AZURE_STORAGE_KEY")
-    )
-
-
 class _Fixes:
-    """The fix for a denied capability, in the provider's own terms."""
+    """The fix for a refused capability, in the provider's own terms (from its backend)."""
 
     def __init__(self, integration: Integration) -> None:
         self.integ = integration
-        self.s3 = integration.provider.is_s3
-        self.azure = integration.provider == Provider.AZURE
-        self.gcs = integration.provider == Provider.GCS
+        self.backend = backend_class(integration.provider)
 
-    def credentials(self, code: str) -> str:
-        if self.azure:
-            return (
-                f"the credentials were rejected ({code}): set AZURE_STORAGE_CONNECTION_STRING or"
-                " AZURE_STORAGE_KEY to the account's current key, or sign the worker in"
-            )
-        return (
-            f"the credentials were rejected ({code}): set AWS_ACCESS_KEY_ID and"
-            " AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to a valid key for this bucket's account"
-        )
+    def denied(self, exc: Exception, capability: Capability, key: str) -> str:
+        return self.backend.denied_fix(self.integ, capability, key, exc)
 
-    def denied(self, exc: BaseException, action: str, resource: str, role: str) -> str:
-        code = error_code(exc)
-        if code in _BAD_CREDENTIALS or (self.azure and _azure_shared_key() and code != ""):
-            # With an account key, roles play no part: a refusal means the key is wrong.
-            return self.credentials(code)
-        policy = f"`mediaworker policy {self.integ.name}` prints it"
-        if self.gcs:
-            from worker.storage.gcs_setup import denied_fix
-
-            return denied_fix(str(exc))
-        if self.azure:
-            return f"assign the worker the '{role}' role on container {self.integ.azure_container}"
-        if self.s3:
-            return f"allow {action} on {resource} in the bucket policy ({policy})"
-        return f"give the worker's user permission to {action.split(':')[-1].lower()} {resource}"
-
-    def object_arn(self, key: str) -> str:
-        folder = posixpath.dirname(key)
-        return f"arn:aws:s3:::{self.integ.bucket}/{folder + '/' if folder else ''}*"
-
-    def prefix_arn(self) -> str:
-        return f"arn:aws:s3:::{self.integ.bucket}/{self.integ.prefix}/*"
+    def cors(self, origin: str, missing: list[str]) -> str:
+        return self.backend.cors_fix(self.integ, origin, missing)
 
 
 def run_checks(
@@ -166,7 +101,7 @@ def run_checks(
     lines.append(_check_write(integration, settings, fixes))
     lines.append(listed_line)
     lines.append(_check_sign(storage, sample, fixes, fetch))
-    lines.append(_check_cors(storage, integration, origin, fetch, sample))
+    lines.append(_check_cors(storage, integration, origin, fixes))
     return lines
 
 
@@ -175,10 +110,7 @@ def _check_list(
 ) -> tuple[CheckLine, str | None]:
     # The sample's own folder, as a MIRAX slide's folder is listed; else the bucket's root.
     folder = posixpath.dirname(key) if key else ""
-    if folder:
-        where = folder + "/"
-    else:
-        where = integ.azure_container + "/" if integ.provider == Provider.AZURE else ""
+    where = folder + "/" if folder else fixes.backend.listing_root(integ)
     try:
         sample = None
         for info in storage.list(where):
@@ -186,12 +118,7 @@ def _check_list(
                 sample = info.key
                 break
     except PermissionDenied as exc:
-        fix = fixes.denied(
-            exc,
-            "s3:ListBucket",
-            f"arn:aws:s3:::{integ.bucket} (condition s3:prefix on the item folders)",
-            AZURE_READER,
-        )
+        fix = fixes.denied(exc, "list", where)
         line = CheckLine(
             "list",
             Outcome.FAILED,
@@ -219,7 +146,7 @@ def _check_read(storage: ReadableStorage, key: str | None, fixes: _Fixes) -> Che
     except NotFound:
         return CheckLine("read", Outcome.FAILED, f"{key} does not exist", "pass --key with an item")
     except PermissionDenied as exc:
-        fix = fixes.denied(exc, "s3:GetObject", fixes.object_arn(key), AZURE_READER)
+        fix = fixes.denied(exc, "read", key)
         return CheckLine("read", Outcome.FAILED, f"reading {key} was refused", fix)
     except MediaWorkerError as exc:
         return CheckLine("read", Outcome.FAILED, str(exc), "check the endpoint and network")
@@ -234,14 +161,14 @@ def _check_write(integ: Integration, settings: Settings, fixes: _Fixes) -> Check
     try:
         storage.write(probe, b"mediaworker check\n", "text/plain")
     except PermissionDenied as exc:
-        fix = fixes.denied(exc, "s3:PutObject", fixes.prefix_arn(), AZURE_CONTRIBUTOR)
+        fix = fixes.denied(exc, "write", probe)
         return CheckLine("write", Outcome.FAILED, f"writing under {integ.prefix}/ was refused", fix)
     except MediaWorkerError as exc:
         return CheckLine("write", Outcome.FAILED, str(exc), "check the endpoint and network")
     try:
         storage.delete(probe)
     except PermissionDenied as exc:
-        fix = fixes.denied(exc, "s3:DeleteObject", fixes.prefix_arn(), AZURE_CONTRIBUTOR)
+        fix = fixes.denied(exc, "delete", probe)
         detail = f"wrote {probe} but deleting it was refused (remove it by hand)"
         return CheckLine("write", Outcome.FAILED, detail, fix)
     return CheckLine("write", Outcome.OK, f"wrote and deleted {probe}")
@@ -255,7 +182,7 @@ def _check_sign(
     try:
         url = storage.sign(key, SIGN_SECONDS)
     except PermissionDenied as exc:
-        fix = fixes.denied(exc, "s3:GetObject", fixes.object_arn(key), AZURE_DELEGATOR)
+        fix = fixes.denied(exc, "sign", key)
         return CheckLine("sign", Outcome.FAILED, "signing a URL was refused", fix)
     try:
         status, _ = fetch("GET", url, {"Range": "bytes=0-0"})
@@ -278,12 +205,6 @@ def _check_sign(
 # --- CORS ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CorsRuleView:
-    origins: tuple[str, ...]
-    methods: tuple[str, ...]
-
-
 def _origin_matches(pattern: str, origin: str) -> bool:
     if pattern == "*":
         return True
@@ -301,81 +222,18 @@ def allowed_methods(rules: list[CorsRuleView], origin: str) -> set[str]:
     return methods
 
 
-def read_cors_rules(storage: ReadableStorage, integ: Integration) -> list[CorsRuleView]:
-    """The bucket's (S3, GCS) or the blob service's (Azure) CORS rules; [] when none are set."""
-    inner: Any = getattr(storage, "_inner", storage)
-    if integ.provider == Provider.GCS:
-        from worker.storage.gcs_setup import read_cors
-
-        return [CorsRuleView(origins, methods) for origins, methods in read_cors(inner)]
-    if integ.provider.is_s3:
-        from botocore.exceptions import ClientError
-
-        try:
-            response = inner.client.get_bucket_cors(Bucket=integ.bucket)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "NoSuchCORSConfiguration":
-                return []
-            raise PermissionDenied(
-                f"could not read the CORS rules ({error_code(exc)}); s3:GetBucketCORS is needed"
-                " for this check only"
-            ) from exc
-        return [
-            CorsRuleView(tuple(r.get("AllowedOrigins", [])), tuple(r.get("AllowedMethods", [])))
-            for r in response.get("CORSRules", [])
-        ]
-    if integ.provider != Provider.AZURE:
-        return []
-    properties = inner.service.get_service_properties()
-    return [
-        CorsRuleView(_split_csv(rule.allowed_origins), _split_csv(rule.allowed_methods))
-        for rule in properties.get("cors") or []
-    ]
-
-
-def _split_csv(value: str | list[str]) -> tuple[str, ...]:
-    items = value if isinstance(value, list) else str(value).split(",")
-    return tuple(v.strip() for v in items if v.strip())
-
-
-def _cors_fix(integ: Integration, origin: str, missing: list[str]) -> str:
-    methods = " ".join(cors_methods(origin, integ.readonly))
-    if integ.provider == Provider.GCS:
-        from worker.storage.gcs_setup import cors_fix
-
-        return cors_fix(integ.bucket, origin, integ.readonly)
-    if integ.provider == Provider.AZURE:
-        return (
-            f"az storage cors add --services b --account-name {integ.bucket} --origins {origin}"
-            f" --methods {methods} OPTIONS --allowed-headers '*' --exposed-headers '*'"
-            " --max-age 3600"
-        )
-    rules = json.dumps(s3_cors(origin, integ.readonly), separators=(",", ":"))
-    return (
-        f"add a CORS rule allowing {', '.join(missing)} from {origin}: aws s3api put-bucket-cors"
-        f" --bucket {integ.bucket} --cors-configuration '{rules}'"
-    )
-
-
 def _check_cors(
-    storage: ReadableStorage, integ: Integration, origin: str, fetch: Fetcher, key: str | None
+    storage: ReadableStorage, integ: Integration, origin: str, fixes: _Fixes
 ) -> CheckLine:
-    if integ.provider == Provider.LOCAL:
-        return CheckLine("cors", Outcome.SKIPPED, "a local folder has no CORS rules")
     try:
-        rules = read_cors_rules(storage, integ)
+        rules = storage.read_cors()
+    except NotImplementedError:
+        detail = f"a {integ.provider} integration has no CORS rules"
+        return CheckLine("cors", Outcome.SKIPPED, detail)
     except PermissionDenied as exc:
-        return CheckLine("cors", Outcome.FAILED, str(exc), _cors_fix(integ, origin, ["GET"]))
+        return CheckLine("cors", Outcome.FAILED, str(exc), fixes.cors(origin, ["GET"]))
     except MediaWorkerError as exc:
         return CheckLine("cors", Outcome.FAILED, str(exc), "check the endpoint and network")
-    except Exception as exc:  # the SDK's own error for the service-properties call
-        code = error_code(exc) or type(exc).__name__
-        return CheckLine(
-            "cors",
-            Outcome.FAILED,
-            f"could not read the CORS rules ({code})",
-            "the account key or an Owner/Contributor role on the account can read them",
-        )
     needed = [m for m in cors_methods(origin, integ.readonly) if m != "HEAD"]
     allowed = allowed_methods(rules, origin)
     missing = [m for m in needed if m not in allowed]
@@ -384,12 +242,12 @@ def _check_cors(
             "cors",
             Outcome.FAILED,
             "no CORS rules: browsers cannot load renditions",
-            _cors_fix(integ, origin, needed),
+            fixes.cors(origin, needed),
         )
     if missing:
         can = ", ".join(sorted(allowed)) or "nothing"
         detail = f"browsers at {origin} can {can}; {', '.join(missing)} not allowed"
-        return CheckLine("cors", Outcome.FAILED, detail, _cors_fix(integ, origin, missing))
+        return CheckLine("cors", Outcome.FAILED, detail, fixes.cors(origin, missing))
     verb = "GET" if integ.readonly else "GET and PUT"
     return CheckLine("cors", Outcome.OK, f"browsers at {origin} can {verb} the renditions")
 

@@ -10,10 +10,11 @@ from typing import Any, TypeVar
 import click
 
 from worker.cli.common import common_options, setup, stderr
-from worker.config import Integration, Provider, Settings
+from worker.config import Integration, Settings
 from worker.errors import ConfigError
 from worker.payloads import ItemResult
 from worker.report import RunInfo, load_results, write_report
+from worker.storage.registry import LOCAL_FOLDER
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -102,4 +103,4 @@ def _files(files: str | None, settings: Settings) -> Integration | None:
         raise click.BadParameter(
             f"{files} is neither an integration nor a folder", param_hint="--files"
         )
-    return Integration(name="files", provider=Provider.LOCAL, root=Path(files).resolve())
+    return Integration(name="files", provider=LOCAL_FOLDER, root=Path(files).resolve())

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote
 
-from worker.config import MAX_SIGNED_URL_SECONDS, Integration, Provider, Settings
+from worker.config import MAX_SIGNED_URL_SECONDS, Integration, Settings
 from worker.storage import open_storage
 from worker.storage.base import ReadableStorage
+from worker.storage.registry import backend_class
 
 
 class Urls(Protocol):
@@ -54,7 +55,7 @@ class SignedUrls:
 
 
 def urls_for(integration: Integration, settings: Settings, page: Path, seconds: int) -> Urls:
-    if integration.provider == Provider.LOCAL and integration.root is not None:
+    if backend_class(integration.provider).local_folder and integration.root is not None:
         return RelativeUrls(integration.root, page.resolve().parent)
     return SignedUrls(open_storage(integration, settings), seconds)
 

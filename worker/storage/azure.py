@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from azure.core.exceptions import (
     AzureError,
@@ -46,7 +47,10 @@ from azure.storage.blob import (
 from worker.config import MAX_SIGNED_URL_SECONDS, Integration, WorkerSettings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied, StorageUnavailable
 from worker.storage._stream import MappedStream, buffered
-from worker.storage.base import ObjectInfo, Storage
+from worker.storage.base import Capability, CorsRule, ObjectInfo, Storage
+
+if TYPE_CHECKING:
+    from worker.policy import PolicyRequest, Setup
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +64,22 @@ _SAS_CLOCK_SKEW = timedelta(minutes=5)
 _NOT_FOUND = {"BlobNotFound", "ContainerNotFound", "ResourceNotFound"}
 _DENIED = {"AuthorizationFailure", "AuthenticationFailed", "AuthorizationPermissionMismatch"}
 
+_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+
+
+def prefix_problem(prefix: str) -> str | None:
+    expected = "Azure prefixes have the form 'container-name/folder-name' (or 'container-name')"
+    if prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+        return f"{expected}, with no leading, trailing or doubled '/'"
+    container = prefix.split("/", 1)[0]
+    if not _CONTAINER.match(container):
+        return (
+            f"{expected}; container {container!r} breaks Azure's rule: 3 to 63 lowercase letters,"
+            " digits and single hyphens, starting and ending with a letter or digit"
+        )
+    return None
+
 
 def _translate(exc: Exception, where: str, action: str) -> Exception:
     """The one table from azure-core/azure-storage-blob errors to the worker's error tree."""
@@ -67,6 +87,13 @@ def _translate(exc: Exception, where: str, action: str) -> Exception:
         return exc
     code = str(getattr(exc, "error_code", "") or "")
     status = int(getattr(exc, "status_code", 0) or 0)
+    translated = _translated(exc, code, status, where, action)
+    if isinstance(translated, MediaWorkerError):
+        translated.with_code(code or status)
+    return translated
+
+
+def _translated(exc: Exception, code: str, status: int, where: str, action: str) -> Exception:
     if isinstance(exc, ResourceNotFoundError) or code in _NOT_FOUND or status == 404:
         return NotFound(f"{where} does not exist ({code or status}); check the key and container")
     if isinstance(exc, ClientAuthenticationError) and not status:
@@ -134,6 +161,11 @@ def service_client(integration: Integration, settings: WorkerSettings) -> BlobSe
     return BlobServiceClient(account_url, credential=credential, **options)
 
 
+def _split_csv(value: str | list[str]) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else str(value).split(",")
+    return tuple(v.strip() for v in items if v.strip())
+
+
 def _info(key: str, props: BlobProperties) -> ObjectInfo:
     settings = props.content_settings
     return ObjectInfo(
@@ -147,6 +179,65 @@ def _info(key: str, props: BlobProperties) -> ObjectInfo:
 
 
 class AzureStorage(Storage):
+    @classmethod
+    def configure(cls, integration: Integration) -> dict[str, Any]:
+        account = integration.bucket
+        if not account:
+            raise ValueError("field 'bucket': an Azure integration needs the storage account name")
+        if not _ACCOUNT.match(account) and not integration.endpoint_url:
+            raise ValueError(
+                f"field 'bucket': {account!r}: Azure storage account names are 3 to 24"
+                " lowercase letters and digits"
+            )
+        prefix = cls.prefix_of(integration.prefix)
+        problem = prefix_problem(prefix)
+        if problem:
+            raise ValueError(f"field 'prefix': {integration.prefix!r}: {problem}")
+        return {"prefix": prefix}
+
+    @classmethod
+    def prefix_of(cls, text: str) -> str:
+        """`container/folder` as given (checked by `configure`); blank is `data`."""
+        return text.strip() or "data"
+
+    @classmethod
+    def listing_root(cls, integration: Integration) -> str:
+        return integration.azure_container + "/"  # a key's first component is its container
+
+    @classmethod
+    def denied_fix(
+        cls, integration: Integration, capability: Capability, key: str, exc: Exception
+    ) -> str:
+        from worker.storage.azure_setup import denied_fix
+
+        return denied_fix(integration, capability, getattr(exc, "provider_code", ""))
+
+    @classmethod
+    def cors_fix(cls, integration: Integration, origin: str, missing: list[str]) -> str:
+        from worker.storage.azure_setup import cors_fix
+
+        return cors_fix(integration, origin)
+
+    @classmethod
+    def setup(cls, request: PolicyRequest) -> Setup:
+        from worker.storage.azure_setup import azure_setup
+
+        return azure_setup(request)
+
+    def read_cors(self) -> list[CorsRule]:
+        """The blob service's CORS rules; reading them needs the account key or an Owner or
+        Contributor role on the account (for `check` only)."""
+        try:
+            properties = self.service.get_service_properties()
+        except Exception as exc:
+            where = f"integration {self.integration!r}: azure://{self.account}"
+            action = "read the CORS rules (the account key or an Owner/Contributor role can)"
+            raise _translate(exc, where, action) from None
+        return [
+            CorsRule(_split_csv(rule.allowed_origins), _split_csv(rule.allowed_methods))
+            for rule in properties.get("cors") or []
+        ]
+
     def __init__(self, integration: Integration, settings: WorkerSettings) -> None:
         self.integration = integration.name
         self.service = service_client(integration, settings)

@@ -6,6 +6,10 @@ the container (`example_container/example_folder/file.jpeg`). Backends raise onl
 
 `ReadableStorage` is everything processing a read-only integration may do; `Storage` adds writes.
 A read-only integration is handed a `ReadOnlyView`, which has no write method at all.
+
+A backend class is also what a provider *is* (`worker.storage.registry` maps each provider name to
+one): its class methods check an integration's fields, open it, and give `check` and `policy`
+their provider's terms (CORS rules, the fix for a refusal, the policy to print).
 """
 
 from __future__ import annotations
@@ -16,9 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar, Literal
 
 from worker.errors import NotFound
+
+if TYPE_CHECKING:
+    from worker.config import Integration, Settings
+    from worker.policy import PolicyRequest, Setup
+
+Capability = Literal["read", "write", "delete", "list", "sign"]
+"""What `check` tries; a refusal of one is explained by `Storage.denied_fix`."""
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,14 @@ class ObjectInfo:
     content_type: str | None = None
     content_encoding: str | None = None
     last_modified: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CorsRule:
+    """One CORS rule of a bucket or blob service, as `check` matches it against an origin."""
+
+    origins: tuple[str, ...]
+    methods: tuple[str, ...]
 
 
 class ReadableStorage(ABC):
@@ -62,6 +81,11 @@ class ReadableStorage(ABC):
         list by delimiter raises `NotImplementedError`."""
         raise NotImplementedError
 
+    def read_cors(self) -> list[CorsRule]:
+        """The CORS rules browsers meet ([] when none are set), for `check` only; a provider
+        without CORS raises `NotImplementedError`."""
+        raise NotImplementedError
+
     def download(self, key: str, dest: Path) -> ObjectInfo:
         """Copy the object to a local file; backends override with concurrent ranged reads."""
         info = self.head(key)
@@ -87,7 +111,52 @@ class ReadableStorage(ABC):
 
 
 class Storage(ReadableStorage):
-    """A writable integration."""
+    """A writable integration, and (class methods) the provider it belongs to."""
+
+    local_folder: ClassVar[bool] = False
+    """A folder on this machine: the report reaches it by relative paths and `preextract` puts
+    `registration.jsonl` at its root, next to the layout it uploads."""
+
+    @classmethod
+    def configure(cls, integration: Integration) -> dict[str, Any]:
+        """Check the integration's fields against the provider's rules (a `ValueError` naming
+        the field and the rule) and return the fields derived from them (`prefix` at least)."""
+        return {"prefix": cls.prefix_of(integration.prefix)}
+
+    @classmethod
+    def prefix_of(cls, text: str) -> str:
+        """The provider's form of a configured prefix (`/data/` -> `data`)."""
+        from worker.layout import normalize_prefix
+
+        return normalize_prefix(text)
+
+    @classmethod
+    def from_integration(cls, integration: Integration, settings: Settings) -> Storage:
+        return cls(integration, settings.worker)  # type: ignore[call-arg]
+
+    @classmethod
+    def listing_root(cls, integration: Integration) -> str:
+        """Where `check` lists when it has no sample key (the bucket's root by default)."""
+        return ""
+
+    @classmethod
+    def denied_fix(
+        cls, integration: Integration, capability: Capability, key: str, exc: Exception
+    ) -> str:
+        """What to grant when `capability` on `key` (a prefix for write, delete and list) was
+        refused with `exc`, in the provider's terms."""
+        verb = "read" if capability == "sign" else capability
+        return f"give the worker permission to {verb} {key or 'the bucket'}"
+
+    @classmethod
+    def cors_fix(cls, integration: Integration, origin: str, missing: list[str]) -> str:
+        """How to let browsers at `origin` use the `missing` methods on the renditions."""
+        raise NotImplementedError
+
+    @classmethod
+    def setup(cls, request: PolicyRequest) -> Setup:
+        """What `mediaworker policy` prints: documents, commands and why each is there."""
+        raise NotImplementedError
 
     @abstractmethod
     def write(
@@ -132,6 +201,9 @@ class ReadOnlyView(ReadableStorage):
 
     def list_folders(self, prefix: str) -> Iterator[str]:
         return self._inner.list_folders(prefix)
+
+    def read_cors(self) -> list[CorsRule]:
+        return self._inner.read_cors()
 
     def download(self, key: str, dest: Path) -> ObjectInfo:
         return self._inner.download(key, dest)

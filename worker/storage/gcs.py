@@ -24,11 +24,12 @@ account to hold `iam.serviceAccounts.signBlob` on itself (the Service Account To
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import google.auth
 import requests
@@ -45,7 +46,10 @@ from google.resumable_media import DataCorruption, InvalidResponse
 from worker.config import MAX_SIGNED_URL_SECONDS, Integration, WorkerSettings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied, StorageUnavailable
 from worker.storage._stream import MappedStream, buffered
-from worker.storage.base import ObjectInfo, Storage
+from worker.storage.base import Capability, CorsRule, ObjectInfo, Storage
+
+if TYPE_CHECKING:
+    from worker.policy import PolicyRequest, Setup
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,27 @@ DELETE = "storage.objects.delete"
 LIST = "storage.objects.list"
 SIGN_BLOB = "iam.serviceAccounts.signBlob"
 
+_BUCKET_CHARS = re.compile(r"^[a-z0-9._-]+$")
+_GOOGLE_LOOKALIKE = re.compile(r"g[o0][o0]g[l1]e")
+
+
+def bucket_problem(name: str) -> str | None:
+    """The Cloud Storage naming rule a bucket name breaks (its documented bucket-name rules)."""
+    if not _BUCKET_CHARS.match(name):
+        return "GCS bucket names use only lowercase letters, digits, dashes, underscores and dots"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "GCS bucket names begin and end with a lowercase letter or a digit"
+    if not 3 <= len(name) <= (222 if "." in name else 63):
+        return "GCS bucket names are 3 to 63 characters long (up to 222 with dots)"
+    if any(not 1 <= len(part) <= 63 for part in name.split(".")):
+        return "GCS bucket names have dot-separated parts of 1 to 63 characters"
+    if re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}", name):
+        return "GCS bucket names are not IP addresses in dotted-decimal notation"
+    if name.startswith("goog") or _GOOGLE_LOOKALIKE.search(name):
+        return "GCS bucket names do not start with 'goog' nor contain 'google' or a look-alike"
+    return None
+
+
 _NO_CREDENTIALS = (
     "no usable Google credentials (Application Default Credentials): set"
     " GOOGLE_APPLICATION_CREDENTIALS to a service-account key file, attach a service account"
@@ -70,12 +95,20 @@ _NO_CREDENTIALS = (
 
 
 def _translate(exc: Exception, where: str, action: str, permission: str) -> Exception:
-    """The one table from google-cloud-storage / google-auth errors to the worker's tree."""
+    """The one table from google-cloud-storage / google-auth errors to the worker's tree; the
+    provider's code kept is the HTTP status (the JSON API's reasons are not stable)."""
     if isinstance(exc, MediaWorkerError):
         return exc
+    status = _status(exc)
+    translated = _translated(exc, status, where, action, permission)
+    if isinstance(translated, MediaWorkerError):
+        translated.with_code(status)
+    return translated
+
+
+def _translated(exc: Exception, status: int, where: str, action: str, permission: str) -> Exception:
     if isinstance(exc, auth.DefaultCredentialsError):
         return PermissionDenied(f"{where}: {_NO_CREDENTIALS}")
-    status = _status(exc)
     # The service's own message is left out on purpose: it can echo request details.
     if status == 404:
         return NotFound(f"{where} does not exist (404); check the key and bucket")
@@ -150,6 +183,51 @@ def _info(blob: storage.Blob) -> ObjectInfo:
 
 
 class GcsStorage(Storage):
+    @classmethod
+    def configure(cls, integration: Integration) -> dict[str, Any]:
+        if not integration.bucket:
+            raise ValueError("field 'bucket': a GCS integration needs a bucket name")
+        problem = bucket_problem(integration.bucket)
+        if problem:
+            raise ValueError(f"field 'bucket': {integration.bucket!r}: {problem}")
+        if integration.region:
+            raise ValueError("field 'region': a GCS bucket has its own location; remove it")
+        endpoint = integration.endpoint_url
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            raise ValueError("field 'endpoint_url': it must be an http:// or https:// URL")
+        return super().configure(integration)
+
+    @classmethod
+    def denied_fix(
+        cls, integration: Integration, capability: Capability, key: str, exc: Exception
+    ) -> str:
+        from worker.storage.gcs_setup import denied_fix
+
+        return denied_fix(str(exc))  # the backend's message names the IAM permission
+
+    @classmethod
+    def cors_fix(cls, integration: Integration, origin: str, missing: list[str]) -> str:
+        from worker.storage.gcs_setup import cors_fix
+
+        return cors_fix(integration.bucket, origin, integration.readonly)
+
+    @classmethod
+    def setup(cls, request: PolicyRequest) -> Setup:
+        from worker.storage.gcs_setup import gcs_setup
+
+        return gcs_setup(request)
+
+    def read_cors(self) -> list[CorsRule]:
+        """The bucket's CORS rules; needs storage.buckets.get (for `check` only)."""
+        try:
+            bucket = self.client.get_bucket(self.bucket.name, timeout=self.timeout)
+        except Exception as exc:
+            raise self._fail(exc, "", "read the CORS rules", "storage.buckets.get") from None
+        return [
+            CorsRule(tuple(r.get("origin", [])), tuple(r.get("method", [])))
+            for r in bucket.cors or []
+        ]
+
     def __init__(self, integration: Integration, settings: WorkerSettings) -> None:
         self.integration = integration.name
         self.credentials = adc_credentials(integration)

@@ -26,8 +26,8 @@ import json
 import shlex
 from typing import Any
 
-from worker.policy import RENDITION_HEADERS, PolicyRequest, Setup, cors_methods
-from worker.storage.gcs import CREATE, DELETE, GET, LIST, SIGN_BLOB, GcsStorage
+from worker.policy import RENDITION_HEADERS, PolicyRequest, Setup, cors_methods, folder_of
+from worker.storage.gcs import CREATE, DELETE, GET, LIST, SIGN_BLOB
 
 VIEWER = "roles/storage.objectViewer"
 USER = "roles/storage.objectUser"
@@ -51,15 +51,10 @@ def member(principal: str | None) -> str:
     return value if ":" in value else f"serviceAccount:{value}"
 
 
-def _folder(prefix: str) -> str:
-    cleaned = prefix.strip().strip("/")
-    return f"{cleaned}/" if cleaned else ""
-
-
 def name_condition(bucket: str, folders: list[str]) -> str:
     """A CEL expression true for objects under any of the folders."""
     return " || ".join(
-        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{_folder(f)}")'
+        f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{folder_of(f)}")'
         for f in folders
     )
 
@@ -85,7 +80,7 @@ def cors_file(origin: str, readonly: bool) -> list[dict[str, Any]]:
 
 def gcs_setup(request: PolicyRequest) -> Setup:
     integ = request.integration
-    bucket, who, prefix = integ.bucket, member(request.principal), _folder(integ.prefix)
+    bucket, who, prefix = integ.bucket, member(request.principal), folder_of(integ.prefix)
     partial = bool(request.source_prefixes)
     read_folders = [*request.source_prefixes, integ.prefix]
     setup = Setup(provider="gcs", cors=cors_file(request.origin, integ.readonly))
@@ -119,7 +114,7 @@ def gcs_setup(request: PolicyRequest) -> Setup:
 
 def _explanations(request: PolicyRequest, prefix: str, partial: bool) -> list[str]:
     integ = request.integration
-    sources = ", ".join(_folder(f) for f in request.source_prefixes) or "the whole bucket"
+    sources = ", ".join(folder_of(f) for f in request.source_prefixes) or "the whole bucket"
     lines = [
         f"{VIEWER}: {GET} and {LIST}, to read the items in {sources} and the renditions under"
         f" {prefix}" + (" (the condition limits it to those folders)." if partial else "."),
@@ -156,15 +151,6 @@ def _explanations(request: PolicyRequest, prefix: str, partial: bool) -> list[st
         " Range requests (HLS, tiles) and the headers a viewer reads exposed."
     )
     return lines
-
-
-def read_cors(storage: GcsStorage) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
-    """The bucket's CORS rules as (origins, methods); needs storage.buckets.get."""
-    try:
-        bucket = storage.client.get_bucket(storage.bucket.name, timeout=storage.timeout)
-    except Exception as exc:
-        raise storage._fail(exc, "", "read the CORS rules", "storage.buckets.get") from None
-    return [(tuple(r.get("origin", [])), tuple(r.get("method", []))) for r in bucket.cors or []]
 
 
 def cors_fix(bucket: str, origin: str, readonly: bool) -> str:

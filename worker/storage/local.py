@@ -20,16 +20,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from worker.errors import NotFound, PermissionDenied
 from worker.storage.base import ObjectInfo, Storage
 
+if TYPE_CHECKING:
+    from worker.config import Integration, Settings
+    from worker.policy import PolicyRequest, Setup
+
 
 class LocalStorage(Storage):
+    local_folder = True
+
     def __init__(self, root: Path, integration: str = "local") -> None:
         self.root = Path(os.path.realpath(root))
         self.integration = integration
+
+    @classmethod
+    def configure(cls, integration: Integration) -> dict[str, Any]:
+        if integration.root is None:
+            raise ValueError("field 'root': a local integration needs a root folder")
+        return super().configure(integration)
+
+    @classmethod
+    def from_integration(cls, integration: Integration, settings: Settings) -> LocalStorage:
+        assert integration.root is not None  # `configure` requires it
+        return cls(integration.root, integration.name)
+
+    @classmethod
+    def setup(cls, request: PolicyRequest) -> Setup:
+        from worker.policy import Setup
+
+        return Setup(
+            provider="local",
+            explanations=[
+                "A local integration is a folder: the worker needs read (and, for read-write,"
+                " write) permission on it; there is no policy to set."
+            ],
+        )
 
     def _path(self, key: str) -> Path:
         _check_relative(key)

@@ -10,10 +10,12 @@ Messages name the integration and the key, never a credential or a signature.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -33,10 +35,14 @@ from s3transfer.exceptions import RetriesExceededError
 from s3transfer.manager import TransferManager
 from s3transfer.subscribers import BaseSubscriber
 
-from worker.config import MAX_SIGNED_URL_SECONDS, Integration, Provider, WorkerSettings
+from worker.config import MAX_SIGNED_URL_SECONDS, Integration, WorkerSettings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied, StorageUnavailable
+from worker.safety import region_problem
 from worker.storage._stream import MappedStream, buffered
-from worker.storage.base import ObjectInfo, Storage
+from worker.storage.base import Capability, CorsRule, ObjectInfo, Storage
+
+if TYPE_CHECKING:
+    from worker.policy import PolicyRequest, Setup
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,57 @@ _TRANSIENT = {
     "412",
 }
 
+# --- configuration rules (the `aws`, `wasabi` and `s3` providers) ------------------------------
+
+_BUCKET_CHARS = re.compile(r"^[a-z0-9.-]+$")
+
+
+def bucket_problem(name: str) -> str | None:
+    """The S3 naming rule a bucket name breaks (AWS's rules, which Wasabi and MinIO share)."""
+    if not 3 <= len(name) <= 63:
+        return "S3 bucket names are 3 to 63 characters long"
+    if not _BUCKET_CHARS.match(name):
+        return "S3 bucket names use only lowercase letters, digits, dots and hyphens"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "S3 bucket names begin and end with a lowercase letter or a digit"
+    if ".." in name or ".-" in name or "-." in name:
+        return "S3 bucket names have no two adjacent dots, nor a dot next to a hyphen"
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        pass
+    else:
+        return "S3 bucket names are not formatted as IP addresses"
+    if name.startswith(("xn--", "sthree-")) or name.endswith(("-s3alias", "--ol-s3")):
+        return "S3 bucket names do not start with xn-- or sthree- nor end with -s3alias or --ol-s3"
+    return None
+
+
+def wasabi_endpoint(region: str) -> str:
+    """Wasabi's documented regional service URLs: `s3.<region>.wasabisys.com`."""
+    if region in ("", "us-east-1"):
+        return "https://s3.wasabisys.com"
+    return f"https://s3.{region}.wasabisys.com"
+
+
+def _endpoint(integration: Integration) -> str | None:
+    """`s3` needs the service's endpoint, `wasabi` derives it from the region, `aws` has its own."""
+    provider, endpoint, region = integration.provider, integration.endpoint_url, integration.region
+    if region and not endpoint and provider in ("aws", "wasabi"):
+        problem = region_problem(region)  # the region becomes part of the endpoint's host name
+        if problem:
+            raise ValueError(f"field 'region': {region!r}: {problem}")
+    if provider == "s3" and not endpoint:
+        raise ValueError("field 'endpoint_url': provider 's3' needs the endpoint of the service")
+    if provider == "wasabi" and not endpoint:
+        if not region:
+            raise ValueError("field 'region': a Wasabi integration needs its region")
+        return wasabi_endpoint(region)
+    return endpoint
+
+
+# --- errors ----------------------------------------------------------------------------------
+
 
 def _translate(exc: Exception, where: str, action: str) -> Exception:
     """The one table from boto3/botocore errors to the worker's error tree."""
@@ -80,7 +137,9 @@ def _translate(exc: Exception, where: str, action: str) -> Exception:
     if isinstance(exc, S3UploadFailedError) and isinstance(exc.__context__, Exception):
         return _translate(exc.__context__, where, action)  # boto3 wraps the real ClientError
     if isinstance(exc, ClientError):
-        return _translate_client_error(exc, where, action)
+        code = exc.response.get("Error", {}).get("Code")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return _translate_client_error(exc, where, action).with_code(code or status)
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return PermissionDenied(
             f"{where}: no usable AWS credentials to {action}; set AWS_ACCESS_KEY_ID and"
@@ -96,7 +155,7 @@ def _translate(exc: Exception, where: str, action: str) -> Exception:
     return exc
 
 
-def _translate_client_error(exc: ClientError, where: str, action: str) -> Exception:
+def _translate_client_error(exc: ClientError, where: str, action: str) -> MediaWorkerError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -131,7 +190,7 @@ def client_config(integration: Integration, settings: WorkerSettings) -> Config:
         "max_pool_connections": settings.write_concurrency + settings.download_concurrency + 4,
         "s3": {"addressing_style": "path" if integration.path_style else "auto"},
     }
-    if integration.provider != Provider.AWS:
+    if integration.provider != "aws":
         # S3-compatible services (Wasabi, older MinIO, Ceph) reject the CRC checksums that
         # recent botocore adds to every request by default.
         options["request_checksum_calculation"] = "when_required"
@@ -153,6 +212,59 @@ class _KnownObject(BaseSubscriber):
 
 
 class S3Storage(Storage):
+    """The `aws`, `wasabi` and `s3` providers: one API, their differences are configuration."""
+
+    @classmethod
+    def configure(cls, integration: Integration) -> dict[str, Any]:
+        kind = "an S3" if integration.provider != "wasabi" else "a Wasabi"
+        if not integration.bucket:
+            raise ValueError(f"field 'bucket': {kind} integration needs a bucket name")
+        problem = bucket_problem(integration.bucket)
+        if problem:
+            raise ValueError(f"field 'bucket': {integration.bucket!r}: {problem}")
+        return {
+            **super().configure(integration),
+            "endpoint_url": _endpoint(integration),
+            # Virtual-host HTTPS does not cover dotted names.
+            "path_style": integration.path_style or "." in integration.bucket,
+        }
+
+    @classmethod
+    def denied_fix(
+        cls, integration: Integration, capability: Capability, key: str, exc: Exception
+    ) -> str:
+        from worker.storage.s3_setup import denied_fix
+
+        return denied_fix(integration, capability, key, getattr(exc, "provider_code", ""))
+
+    @classmethod
+    def cors_fix(cls, integration: Integration, origin: str, missing: list[str]) -> str:
+        from worker.storage.s3_setup import cors_fix
+
+        return cors_fix(integration, origin, missing)
+
+    @classmethod
+    def setup(cls, request: PolicyRequest) -> Setup:
+        from worker.storage.s3_setup import s3_setup
+
+        return s3_setup(request)
+
+    def read_cors(self) -> list[CorsRule]:
+        """The bucket's CORS rules; needs s3:GetBucketCORS (for `check` only)."""
+        action = "read the CORS rules (s3:GetBucketCORS)"
+        try:
+            response = self.client.get_bucket_cors(Bucket=self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchCORSConfiguration":
+                return []
+            raise _translate(exc, self._where(""), action) from None
+        except Exception as exc:
+            raise _translate(exc, self._where(""), action) from None
+        return [
+            CorsRule(tuple(r.get("AllowedOrigins", [])), tuple(r.get("AllowedMethods", [])))
+            for r in response.get("CORSRules", [])
+        ]
+
     def __init__(self, integration: Integration, settings: WorkerSettings) -> None:
         self.integration = integration.name
         self.bucket = integration.bucket
