@@ -195,11 +195,10 @@ def _check_sign(
         )
     if status in (200, 206):
         return CheckLine("sign", Outcome.OK, f"a signed URL for {key} fetches without credentials")
-    fix = (
-        "the signing credentials must be allowed to read the key (s3:GetObject / the Reader"
-        " role), and the worker's clock must be right"
-    )
-    return CheckLine("sign", Outcome.FAILED, f"the signed URL answered HTTP {status}", fix)
+    detail = f"the signed URL answered HTTP {status}"
+    # The URL carries the signing credentials' rights: they must be allowed to read the key.
+    fix = f"{fixes.denied(PermissionDenied(detail), 'read', key)}; the worker's clock must be right"
+    return CheckLine("sign", Outcome.FAILED, detail, fix)
 
 
 # --- CORS ------------------------------------------------------------------------------------

@@ -303,16 +303,11 @@ class GcsStorage(Storage):
 
     def _download_part(self, blob: storage.Blob, dest: Path, start: int) -> None:
         end = min(start + self.part, int(blob.size or 0)) - 1
+        pinned = {"if_generation_match": blob.generation, "raw_download": True}
         with dest.open("r+b") as out:
             out.seek(start)
             blob.download_to_file(
-                out,
-                start=start,
-                end=end,
-                raw_download=True,
-                if_generation_match=blob.generation,
-                retry=self.retry,
-                timeout=self.timeout,
+                out, start=start, end=end, retry=self.retry, timeout=self.timeout, **pinned
             )
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
