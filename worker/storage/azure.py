@@ -47,7 +47,7 @@ from azure.storage.blob import (
 from worker.config import MAX_SIGNED_URL_SECONDS, Integration, WorkerSettings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied, StorageUnavailable
 from worker.storage._stream import MappedStream, buffered
-from worker.storage.base import Capability, CorsRule, ObjectInfo, Storage
+from worker.storage.base import Capability, Content, CorsRule, ObjectInfo, Storage
 
 if TYPE_CHECKING:
     from worker.policy import PolicyRequest, Setup
@@ -361,14 +361,8 @@ class AzureStorage(Storage):
             ) from None
         return f"{self._blob(key).url}?{sas}"
 
-    def write(
-        self,
-        key: str,
-        data: bytes | Path,
-        content_type: str = "application/octet-stream",
-        content_encoding: str | None = None,
-    ) -> None:
-        content = ContentSettings(content_type=content_type, content_encoding=content_encoding)
+    def put(self, key: str, data: bytes | Path, content: Content) -> None:
+        settings = ContentSettings(content_type=content.type, content_encoding=content.encoding)
         blob = self._blob(key)
         try:
             if isinstance(data, Path):
@@ -377,11 +371,11 @@ class AzureStorage(Storage):
                         stream,
                         length=data.stat().st_size,
                         overwrite=True,
-                        content_settings=content,
+                        content_settings=settings,
                         max_concurrency=self.write_concurrency,
                     )
             else:
-                blob.upload_blob(data, overwrite=True, content_settings=content)
+                blob.upload_blob(data, overwrite=True, content_settings=settings)
         except Exception as exc:
             raise _translate(exc, self._where(key), "write") from None
 

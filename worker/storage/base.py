@@ -43,6 +43,14 @@ class ObjectInfo:
 
 
 @dataclass(frozen=True)
+class Content:
+    """How a written object is served: its Content-Type and Content-Encoding."""
+
+    type: str = "application/octet-stream"
+    encoding: str | None = None
+
+
+@dataclass(frozen=True)
 class CorsRule:
     """One CORS rule of a bucket or blob service, as `check` matches it against an origin."""
 
@@ -158,7 +166,6 @@ class Storage(ReadableStorage):
         """What `mediaworker policy` prints: documents, commands and why each is there."""
         raise NotImplementedError
 
-    @abstractmethod
     def write(
         self,
         key: str,
@@ -167,6 +174,11 @@ class Storage(ReadableStorage):
         content_encoding: str | None = None,
     ) -> None:
         """Create or replace the object; a `Path` is streamed from disk."""
+        self.put(key, data, Content(content_type, content_encoding))
+
+    @abstractmethod
+    def put(self, key: str, data: bytes | Path, content: Content) -> None:
+        """`write`'s primitive: store `data` served with `content`'s headers."""
 
     @abstractmethod
     def delete(self, key: str) -> None:

@@ -46,7 +46,7 @@ from google.resumable_media import DataCorruption, InvalidResponse
 from worker.config import MAX_SIGNED_URL_SECONDS, Integration, WorkerSettings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied, StorageUnavailable
 from worker.storage._stream import MappedStream, buffered
-from worker.storage.base import Capability, CorsRule, ObjectInfo, Storage
+from worker.storage.base import Capability, Content, CorsRule, ObjectInfo, Storage
 
 if TYPE_CHECKING:
     from worker.policy import PolicyRequest, Setup
@@ -360,18 +360,12 @@ class GcsStorage(Storage):
             )
         return {"service_account_email": str(email), "access_token": str(self.credentials.token)}
 
-    def write(
-        self,
-        key: str,
-        data: bytes | Path,
-        content_type: str = "application/octet-stream",
-        content_encoding: str | None = None,
-    ) -> None:
+    def put(self, key: str, data: bytes | Path, content: Content) -> None:
         """One request up to 8 MiB; larger files go as a resumable upload in `part` chunks.
         Retried although unconditional: writing the same output twice is harmless here."""
         blob = self.bucket.blob(key, chunk_size=self.part)
-        blob.content_encoding = content_encoding
-        options = {"content_type": content_type, "retry": self.retry, "timeout": self.timeout}
+        blob.content_encoding = content.encoding
+        options = {"content_type": content.type, "retry": self.retry, "timeout": self.timeout}
         try:
             if isinstance(data, Path):
                 blob.upload_from_filename(str(data), **options)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from worker.errors import NotFound, PermissionDenied
-from worker.storage.base import ObjectInfo, Storage
+from worker.storage.base import Content, ObjectInfo, Storage
 
 if TYPE_CHECKING:
     from worker.config import Integration, Settings
@@ -128,13 +128,7 @@ class LocalStorage(Storage):
         """A local file has no signature to give; its URI serves a viewer on the same machine."""
         return self._path(key).as_uri()
 
-    def write(
-        self,
-        key: str,
-        data: bytes | Path,
-        content_type: str = "application/octet-stream",
-        content_encoding: str | None = None,
-    ) -> None:
+    def put(self, key: str, data: bytes | Path, content: Content) -> None:
         _check_relative(key)  # a symlink as the last part is replaced, never written through
         folders, name = self._split(key)
         with self._folder(key, folders, create=True) as folder:

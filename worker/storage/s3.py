@@ -39,7 +39,7 @@ from worker.config import MAX_SIGNED_URL_SECONDS, Integration, WorkerSettings
 from worker.errors import MediaWorkerError, NotFound, PermissionDenied, StorageUnavailable
 from worker.safety import region_problem
 from worker.storage._stream import MappedStream, buffered
-from worker.storage.base import Capability, CorsRule, ObjectInfo, Storage
+from worker.storage.base import Capability, Content, CorsRule, ObjectInfo, Storage
 
 if TYPE_CHECKING:
     from worker.policy import PolicyRequest, Setup
@@ -384,16 +384,10 @@ class S3Storage(Storage):
         except Exception as exc:
             raise _translate(exc, self._where(key), "sign a URL") from None
 
-    def write(
-        self,
-        key: str,
-        data: bytes | Path,
-        content_type: str = "application/octet-stream",
-        content_encoding: str | None = None,
-    ) -> None:
-        extra: dict[str, str] = {"ContentType": content_type}
-        if content_encoding:
-            extra["ContentEncoding"] = content_encoding
+    def put(self, key: str, data: bytes | Path, content: Content) -> None:
+        extra: dict[str, str] = {"ContentType": content.type}
+        if content.encoding:
+            extra["ContentEncoding"] = content.encoding
         if isinstance(data, Path):
             # upload_file switches to concurrent multipart uploads for large files.
             try:
