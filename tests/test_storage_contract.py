@@ -223,6 +223,17 @@ def test_missing_key_is_not_found(store: Case, tmp_path: Path) -> None:
     assert store.storage.exists(key) is False
 
 
+def test_translated_errors_keep_the_provider_s_code(remote: Case) -> None:
+    """`check` tells a rejected key from a missing permission by the provider's own code, which
+    the translated error carries: no caller needs the SDK's exception."""
+    key = remote.key("does/not/exist.jpg")
+    for call in (lambda: remote.storage.head(key), lambda: remote.storage.read_range(key, 0, 10)):
+        with pytest.raises(NotFound) as caught:
+            call()
+        assert caught.value.provider_code in {"404", "NoSuchKey", "BlobNotFound"}
+        assert caught.value.__cause__ is None
+
+
 def test_exists_and_delete(store: Case) -> None:
     key = store.key("probe/.mediaworker-check")
     store.storage.write(key, b"probe")

@@ -38,6 +38,7 @@ from prometheus_client import (
 )
 
 from worker.identifiers import escape_controls
+from worker.storage.registry import sdk_loggers
 
 log = logging.getLogger(__name__)
 
@@ -218,8 +219,8 @@ def setup_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # botocore logs request details (with signatures) at DEBUG; keep it at INFO or above.
-    for noisy in ("botocore", "urllib3", "azure.core.pipeline.policies.http_logging_policy"):
+    # SDKs log request details (with signatures) at DEBUG; keep them at WARNING or above.
+    for noisy in ("urllib3", *sdk_loggers()):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
     return handler
 

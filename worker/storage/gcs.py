@@ -252,7 +252,8 @@ class GcsStorage(Storage):
         except Exception as exc:
             raise self._fail(exc, key, action, GET) from None
         if blob is None:
-            raise NotFound(f"{self._where(key)} does not exist (404); check the key and bucket")
+            missing = f"{self._where(key)} does not exist (404); check the key and bucket"
+            raise NotFound(missing).with_code(404)
         return blob
 
     def head(self, key: str) -> ObjectInfo:

@@ -30,7 +30,11 @@ class ProviderEntry:
     """`module:Class` of the backend."""
     what: str
     """One line for the docs' table of providers."""
+    loggers: tuple[str, ...] = ()
+    """The SDK's loggers that write request details (signatures) at DEBUG: kept at WARNING."""
 
+
+_BOTO = ("botocore",)
 
 PROVIDERS: dict[str, ProviderEntry] = {
     entry.name: entry
@@ -40,18 +44,25 @@ PROVIDERS: dict[str, ProviderEntry] = {
             "worker.storage.local:LocalStorage",
             "a folder that stands for a bucket (demos, tests, `preextract` output)",
         ),
-        ProviderEntry("aws", "worker.storage.s3:S3Storage", "Amazon S3"),
+        ProviderEntry("aws", "worker.storage.s3:S3Storage", "Amazon S3", _BOTO),
         ProviderEntry(
             "wasabi",
             "worker.storage.s3:S3Storage",
             "Wasabi (S3 API; the endpoint is derived from `region`)",
+            _BOTO,
         ),
         ProviderEntry(
             "s3",
             "worker.storage.s3:S3Storage",
             "any S3-compatible store (MinIO, Ceph, ...; needs `endpoint_url`)",
+            _BOTO,
         ),
-        ProviderEntry("azure", "worker.storage.azure:AzureStorage", "Azure Blob Storage"),
+        ProviderEntry(
+            "azure",
+            "worker.storage.azure:AzureStorage",
+            "Azure Blob Storage",
+            ("azure.core.pipeline.policies.http_logging_policy",),
+        ),
         ProviderEntry("gcs", "worker.storage.gcs:GcsStorage", "Google Cloud Storage (JSON API)"),
     )
 }
@@ -63,6 +74,11 @@ LOCAL_FOLDER = "local"
 
 def provider_names() -> tuple[str, ...]:
     return tuple(PROVIDERS)
+
+
+def sdk_loggers() -> list[str]:
+    """Every provider's SDK loggers that must stay above DEBUG (see `ProviderEntry.loggers`)."""
+    return sorted({name for entry in PROVIDERS.values() for name in entry.loggers})
 
 
 def unknown_provider(value: object) -> str:
