@@ -55,7 +55,7 @@ class ItemTask(Task):
     """Celery logs each result's repr, built on every success: the item's names suffice there
     (the `item finished` line and the result itself carry the rest)."""
     queue_label = ""
-    """Which of `images`, `videos`, `slides` this task serves (for messages)."""
+    """The queue this task serves (for messages)."""
 
     _counter: DeliveryCounter | None = None
     _storages: ClassVar[dict[str, Storage | ReadOnlyView]] = {}

@@ -28,8 +28,8 @@ from fixtures.images import (
 from worker.config import Limits
 from worker.errors import PermanentError, Reason
 from worker.layout import Rel, SlotLayout
-from worker.media import ImageResult
-from worker.media.image import THUMBNAIL_BOX, process_image, thumbnail_size
+from worker.media import THUMBNAIL_BOX, ImageResult
+from worker.media.image import process_image, thumbnail_size
 from worker.sink import StorageSink
 from worker.storage.local import LocalStorage
 

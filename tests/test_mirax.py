@@ -15,7 +15,8 @@ import pytest
 
 from fixtures.slides import BROKEN, MARKS_LAYOUT, generate_slides
 from worker.errors import CorruptMedia, MiraxIncomplete, PermissionDenied, Reason, TooLarge
-from worker.fetch import fetch_source, mirax_prefix
+from worker.fetch import fetch_source
+from worker.kinds.mirax import mirax_prefix
 from worker.media.mirax import check_mirax_complete, parse_slidedat
 from worker.storage.base import ObjectInfo
 from worker.storage.local import LocalStorage

@@ -331,18 +331,17 @@ def test_worker_killed_mid_video_is_redelivered_and_completes_identically(
 
 CRASHING_WORKER = """
 import os, signal, sys
-from worker import pipeline
-from worker.items import ItemType
+from worker.kinds import image as kind
 
-image = pipeline.PROCESSORS[ItemType.IMAGE]
+image = kind.KIND.process
 
-def crashing(path, *args):
+def crashing(context):
     # Stands for a decoder that segfaults on this one file: the pool process dies at once.
-    if "crash" in path.name:
+    if "crash" in context.path.name:
         os.kill(os.getpid(), signal.SIGKILL)
-    return image(path, *args)
+    return image(context)
 
-pipeline.PROCESSORS[ItemType.IMAGE] = crashing
+object.__setattr__(kind.KIND, "process", crashing)
 from worker.cli import main
 main(sys.argv[1:])
 """

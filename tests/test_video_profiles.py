@@ -21,12 +21,13 @@ from fixtures.videos import CLIPS, FRAMES, frame_grey, generate_videos
 from worker.config import Limits, VideoSettings, settings_from_dict, with_video_profile
 from worker.errors import ConfigError
 from worker.items import Item
+from worker.kinds import PayloadInput
+from worker.kinds.registry import kind
 from worker.layout import Rel, SlotLayout
 from worker.media import VideoResult
 from worker.media.hwenc import find_hardware_encoder
 from worker.media.quality import Psnr, compare_luma, luma, psnr
 from worker.media.video import process_video
-from worker.payloads import build_payload
 from worker.sink import StorageSink
 from worker.storage.base import ObjectInfo
 from worker.storage.local import LocalStorage
@@ -56,7 +57,8 @@ def _process(source: Path, dest: Path, settings: VideoSettings) -> Run:
 def _payload(run: Run) -> dict[str, object]:
     item = Item(integration="t", key="videos/clip.mp4", item_id="item")
     source = ObjectInfo(key=item.key, size=1000, etag="e")
-    payload = build_payload(item, LAYOUT, source, run.result, 0).model_dump()
+    given = PayloadInput(item.key, "clip.mp4", "/videos", LAYOUT, source, run.result, 0)
+    payload = kind("video").payload(given).model_dump()
     for quality in ("high_quality", "low_quality"):
         payload["hls_segments"][quality].pop("bitrate")
     return payload

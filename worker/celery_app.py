@@ -1,7 +1,8 @@
 """The Celery app: queues, routing and the reliability settings of SPEC section 8.
 
-Three queues, `images`, `videos` and `slides` (each optionally prefixed by
-`broker.queue_prefix`), one task per queue (`mediaworker.process_image`, ...). Everything that
+One queue per media kind, `images`, `videos` and `slides` (each optionally prefixed by
+`broker.queue_prefix`), one task per queue (`mediaworker.process_image`, ...), both named in the
+kind's registry entry (`worker.kinds.registry`). Everything that
 makes an item impossible to lose is configured here, in one place:
 
 - late acknowledgement (`task_acks_late`): a message is acknowledged only once its item is done;
@@ -34,17 +35,11 @@ from kombu import Exchange, Queue
 
 from worker import embedded_broker
 from worker.config import Settings, load_settings
+from worker.kinds.registry import QUEUES, TASK_NAMES
 from worker.observability import enable_for_worker
 
 log = logging.getLogger(__name__)
 
-QUEUES = ("images", "videos", "slides")
-TASK_NAMES = {
-    "images": "mediaworker.process_image",
-    "videos": "mediaworker.process_video",
-    "slides": "mediaworker.process_slide",
-}
-"""The task name of each queue: what producers pass to `send_task` (see docs/queue.md)."""
 
 SOFT_LIMIT_SHARE = 0.9
 """The soft time limit (which fails the item as `timeout`) is this share of the hard one."""

@@ -13,15 +13,15 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from worker.identifiers import check_key, check_name
+from worker.kinds.registry import KIND_NAMES
 
 ITEM_NAMESPACE = uuid.NAMESPACE_URL
 
 
-class ItemType(StrEnum):
-    AUTO = "auto"
-    IMAGE = "image"
-    VIDEO = "video"
-    SLIDE = "slide"
+ItemType = StrEnum(  # type: ignore[misc]
+    "ItemType", {"AUTO": "auto"} | {name.upper(): name for name in KIND_NAMES}, module=__name__
+)
+"""`auto` (sniffed) or one of the registered media kinds (`worker.kinds.registry`)."""
 
 
 def default_item_id(key: str) -> str:

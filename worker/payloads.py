@@ -10,14 +10,14 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from worker.assets import Asset
 from worker.errors import Reason
 from worker.items import Item
-from worker.layout import Rel, SlotLayout, source_folder, source_name
-from worker.media import HlsRendition, ImageResult, MediaResult, SlideResult, VideoResult
-from worker.storage.base import ObjectInfo
+from worker.kinds import PayloadInput
+from worker.layout import Rel, SlotLayout
+from worker.media import HlsRendition, SlideResult, VideoResult
 
 
 class _Payload(BaseModel):
@@ -83,47 +83,41 @@ class VideoPayload(_Payload):
 Payload = ImagePayload | SlidePayload | VideoPayload
 
 
-def build_payload(
-    item: Item,
-    layout: SlotLayout,
-    source: ObjectInfo,
-    result: MediaResult,
-    written_bytes: int,
-) -> Payload:
-    common: dict[str, Any] = {
-        "name": source_name(item.key),
-        "path": source_folder(item.key),
-        "storage_key": item.key,
-        "storage_thumbnail_key": layout.key(Rel.THUMBNAIL),
-        "width": result.width,
-        "height": result.height,
+def common_fields(given: PayloadInput) -> dict[str, Any]:
+    """The fields every payload has (SPEC 5)."""
+    return {
+        "name": given.name,
+        "path": given.path,
+        "storage_key": given.key,
+        "storage_thumbnail_key": given.layout.key(Rel.THUMBNAIL),
+        "width": given.result.width,
+        "height": given.result.height,
     }
-    if isinstance(result, VideoResult):
-        return _video_payload(common, layout, result, source.size + written_bytes)
-    if isinstance(result, SlideResult):
-        return SlidePayload(
-            **common,
-            size_bytes=source.size,
-            level_count=result.level_count,
-            microns_per_pixel_x=result.mpp_x,
-            microns_per_pixel_y=result.mpp_y,
-            objective_power=result.objective_power,
-            vendor=result.vendor,
-            storage_dzi_key=layout.key(Rel.DZI),
-            dzi_levels=result.dzi_levels,
-            tile_count=result.tile_count,
-            storage_associated_keys={n: layout.key(Rel.associated(n)) for n in result.associated},
-        )
-    assert isinstance(result, ImageResult)
-    display = layout.key(result.display_rel) if result.display_rel else None
-    return ImagePayload(**common, size_bytes=source.size, storage_display_key=display)
 
 
-def _video_payload(
-    common: dict[str, Any], layout: SlotLayout, result: VideoResult, total_bytes: int
-) -> VideoPayload:
+def slide_payload(given: PayloadInput) -> SlidePayload:
+    result, layout = given.result, given.layout
+    assert isinstance(result, SlideResult)
+    return SlidePayload(
+        **common_fields(given),
+        size_bytes=given.source.size,
+        level_count=result.level_count,
+        microns_per_pixel_x=result.mpp_x,
+        microns_per_pixel_y=result.mpp_y,
+        objective_power=result.objective_power,
+        vendor=result.vendor,
+        storage_dzi_key=layout.key(Rel.DZI),
+        dzi_levels=result.dzi_levels,
+        tile_count=result.tile_count,
+        storage_associated_keys={n: layout.key(Rel.associated(n)) for n in result.associated},
+    )
+
+
+def video_payload(given: PayloadInput) -> VideoPayload:
+    result, layout = given.result, given.layout
+    assert isinstance(result, VideoResult)
     return VideoPayload(
-        **common,
+        **common_fields(given),
         native_fps=result.native_fps,
         fps=result.fps,
         visible_frames=result.visible_frames,
@@ -137,7 +131,7 @@ def _video_payload(
         storage_low_quality_sections_key_prefix=layout.key(Rel.sections_dir("low")).rstrip("/"),
         storage_frames_manifest_key=layout.key(Rel.MANIFEST),
         storage_audio_peaks_key=layout.key(Rel.AUDIO_PEAKS) if result.has_audio else None,
-        total_size_bytes=total_bytes,
+        total_size_bytes=given.source.size + given.written_bytes,
     )
 
 
@@ -160,12 +154,12 @@ def segment_keys(index_text: str) -> list[str]:
     return [ln.strip() for ln in index_text.splitlines() if ln.strip() and not ln.startswith("#")]
 
 
+_PAYLOAD = TypeAdapter(Payload)
+
+
 def parse_payload(data: dict[str, Any]) -> Payload:
-    if data.get("type") == "video":
-        return VideoPayload.model_validate(data)
-    if data.get("slide"):
-        return SlidePayload.model_validate(data)
-    return ImagePayload.model_validate(data)
+    """A payload of any kind: each model forbids the others' fields, so exactly one fits."""
+    return _PAYLOAD.validate_python(data)
 
 
 class SourceInfo(BaseModel):

@@ -1,11 +1,13 @@
 """The item pipeline: every media type and every entry point goes through here.
 
-plan (layout, type) -> fetch the source -> run the processor, outputs streaming to storage through
-a bounded sink -> write `metadata.json` last, as the commit marker (SPEC 4.4) -> remove what the
-earlier marker listed and the new one does not.
+Four named steps (`_Run`): plan (resolve the source once, check its size, tell its kind) ->
+fetch it -> render (the kind's processor, outputs streaming to storage through a bounded sink) ->
+commit (`metadata.json` last, the commit marker of SPEC 4.4, then remove what the earlier marker
+listed and the new one does not). Nothing here knows a media kind or a source format: both come
+from the registry (`worker.kinds.registry`).
 
-A read-only integration never reaches the write path: `process_item` hands it to verification,
-and its storage is a `ReadOnlyView` that has no write method in the first place.
+A read-only integration (its `readonly` setting) never reaches the write path: `process_item`
+hands it to verification, and its storage is a `ReadOnlyView` that has no write method at all.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from worker import PIPELINE_VERSION
-from worker.config import Integration, Limits, Settings
+from worker.assets import Asset
+from worker.config import Integration, Settings
 from worker.errors import (
     MediaWorkerError,
     PermanentError,
@@ -27,13 +31,13 @@ from worker.errors import (
     UnsupportedFormat,
     reason_of,
 )
-from worker.fetch import fetch_source, source_key
+from worker.fetch import fetch, resolve
 from worker.items import Item, ItemType
-from worker.layout import SlotLayout
-from worker.limits import budget_bytes
-from worker.media import MediaResult, ProgressCallback, Sink, no_progress
+from worker.kinds import SNIFF_BYTES, MediaKind, PayloadInput, ProcessContext, Resolved, registry
+from worker.layout import SlotLayout, source_folder, source_name
+from worker.media import MediaResult, ProgressCallback, no_progress
 from worker.observability import observe_bytes, observe_stage, observed_item
-from worker.payloads import ItemResult, Metadata, SourceInfo, Status, build_payload
+from worker.payloads import ItemResult, Metadata, Payload, SourceInfo, Status
 from worker.safety import host_paths, internal_error, scrub_host
 from worker.sink import StorageSink
 from worker.stale import earlier_assets, remove_stale
@@ -41,8 +45,6 @@ from worker.storage import ReadableStorage, ReadOnlyView, Storage, open_storage
 from worker.storage.base import ObjectInfo, scratch_dir
 
 log = logging.getLogger(__name__)
-
-SNIFF_BYTES = 8192
 
 
 @observed_item
@@ -63,11 +65,13 @@ def process_item(
     integration = settings.integration(item.integration)
     storage = storage if storage is not None else open_storage(integration, settings)
     try:
-        if isinstance(storage, ReadOnlyView):
+        if integration.readonly:
             from worker.verify import verify_item
 
             return verify_item(item, integration, storage, limits=settings.limits)
-        return _process(item, integration, settings, storage, progress, source or storage)
+        assert isinstance(storage, Storage), "a writable integration opens writable storage"
+        run = _Run(item, integration, settings, storage, source or storage, progress)
+        return run.process()
     except TransientError as exc:
         if raise_transient:
             raise
@@ -87,14 +91,16 @@ def _failed(item: Item, exc: BaseException, message: str) -> ItemResult:
     return ItemResult.failure(item, reason_of(exc), message)
 
 
-def detect_type(item: Item, storage: ReadableStorage) -> ItemType:
-    """The item's type as given, else sniffed from its first bytes (one ranged read)."""
+def detect_type(item: Item, storage: ReadableStorage, key: str | None = None) -> ItemType:
+    """The item's type as given, else sniffed from the first bytes of `key` (the object it
+    registers; the item's key by default) in one ranged read. A folder key has no bytes of its
+    own: its name alone tells."""
     if item.type != ItemType.AUTO:
         return item.type
     from worker.media.sniff import sniff
 
-    folder = item.key.endswith("/")  # a folder item has no bytes of its own (a DICOM series)
-    detected = sniff(b"" if folder else storage.read_head(item.key, SNIFF_BYTES), item.key)
+    key = key or item.key
+    detected = sniff(b"" if key.endswith("/") else storage.read_head(key, SNIFF_BYTES), item.key)
     if detected is None:
         raise UnsupportedFormat(
             f"{item.key}: not an image, video or slide format mediaworker reads"
@@ -117,78 +123,119 @@ class _Timings:
             observe_stage(name, self.seconds[name])
 
 
-def _process(
-    item: Item,
-    integration: Integration,
-    settings: Settings,
-    storage: Storage,
-    progress: ProgressCallback,
-    source_storage: ReadableStorage,
-) -> ItemResult:
-    layout = SlotLayout(integration.prefix, item.item_id, item.slot)
-    timings = _Timings()
-    with timings.stage("plan"):
-        # A folder key (a DICOM series) stands for one object: sized, sniffed and registered.
-        given, item = item, item.model_copy(update={"key": source_key(source_storage, item.key)})
-        source = source_storage.head(item.key)
-        _check_source_size(item, source, settings)
-        item_type = detect_type(item, source_storage)
-        # A stale marker would vouch for outputs this run is about to replace.
-        earlier = earlier_assets(storage, layout)
-        storage.delete(layout.metadata_key)
-    work_dir = scratch_dir(settings.worker.work_dir, f"mw-{item.item_id[:8]}-")
-    try:
-        with timings.stage("fetch"):
-            local, source = fetch_source(
-                source_storage,
-                item.key,
-                work_dir,
-                concurrency=settings.worker.download_concurrency,
-                max_bytes=settings.limits.max_source_bytes,
-            )
+@dataclass
+class _Rendered:
+    """What the render step leaves for the commit: the processor's result and the outputs."""
+
+    result: MediaResult
+    assets: list[Asset]
+    written_bytes: int
+    count: int
+
+
+class _Run:
+    """One item through the write path: plan -> fetch and render -> commit."""
+
+    def __init__(
+        self,
+        item: Item,
+        integration: Integration,
+        settings: Settings,
+        storage: Storage,
+        source_storage: ReadableStorage,
+        progress: ProgressCallback,
+    ) -> None:
+        self.item, self.settings, self.progress = item, settings, progress
+        self.storage, self.source_storage = storage, source_storage
+        self.layout = SlotLayout(integration.prefix, item.item_id, item.slot)
+        self.timings = _Timings()
+
+    def process(self) -> ItemResult:
+        with self.timings.stage("plan"):
+            source, kind, earlier = self.plan()
+        work_dir = scratch_dir(self.settings.worker.work_dir, f"mw-{self.item.item_id[:8]}-")
+        try:
+            with self.timings.stage("fetch"):
+                local, info = fetch(
+                    self.source_storage, source, work_dir, self.settings.worker.download_concurrency
+                )
+            rendered = self.render(kind, local, work_dir)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        return self.commit(kind, source, info, rendered, earlier)
+
+    def plan(self) -> tuple[Resolved, MediaKind, list[Asset]]:
+        """Resolve the source once (a folder source is listed here), check its size, tell its
+        kind, and drop the earlier marker, which would vouch for outputs about to be replaced."""
+        source = resolve(self.source_storage, self.item.key, self.settings.limits.max_source_bytes)
+        _check_source_size(self.item, source.main, self.settings)
+        kind = registry.kind(detect_type(self.item, self.source_storage, source.main.key))
+        earlier = earlier_assets(self.storage, self.layout)
+        self.storage.delete(self.layout.metadata_key)
+        return source, kind, earlier
+
+    def render(self, kind: MediaKind, local: Path, work_dir: Path) -> _Rendered:
+        """Run the kind's processor, its outputs streaming to storage through a bounded sink."""
+        worker = self.settings.worker
         sink = StorageSink(
-            storage,
-            layout,
-            concurrency=settings.worker.write_concurrency,
-            max_pending=settings.worker.write_queue_size,
+            self.storage,
+            self.layout,
+            concurrency=worker.write_concurrency,
+            max_pending=worker.write_queue_size,
         )
-        with timings.stage("process"), sink:
-            result = _run_processor(item, item_type, local, sink, settings, work_dir, progress)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
-    observe_bytes(item_type.value, source.size, sink.total_bytes)
-    payload = build_payload(item, layout, source, result, sink.total_bytes)
-    metadata = Metadata(
-        item_id=item.item_id,
-        slot=item.slot,
-        pipeline_version=PIPELINE_VERSION,
-        source=SourceInfo(key=item.key, size=source.size, etag=source.etag),
-        payload=payload,
-        assets=sink.assets(),
-        timings=timings.seconds,
-        warnings=result.warnings,
-    )
-    storage.write(
-        layout.metadata_key,
-        metadata.model_dump_json(indent=2, exclude_none=True).encode(),
-        "application/json",
-    )
-    remove_stale(storage, layout, metadata.assets, earlier)
-    log.info(
-        "item %s (%s) done as %s: %d assets, timings %s",
-        item.item_id,
-        item.key,
-        item_type,
-        sink.count,
-        timings.seconds,
-    )
-    return ItemResult.of(
-        given,
-        Status.OK,
-        item_type.value,
-        payload,
-        message="; ".join(result.warnings),
-        assets=metadata.assets,
+        context = ProcessContext(local, sink, self.settings, work_dir, self.item.fps, self.progress)
+        with self.timings.stage("process"), sink:
+            result = _run_processor(self.item, kind, context)
+        return _Rendered(result, sink.assets(), sink.total_bytes, sink.count)
+
+    def commit(
+        self,
+        kind: MediaKind,
+        source: Resolved,
+        info: ObjectInfo,
+        rendered: _Rendered,
+        earlier: list[Asset],
+    ) -> ItemResult:
+        """Write `metadata.json` last, the commit marker; then remove what the earlier marker
+        listed and the new one does not."""
+        observe_bytes(kind.name, info.size, rendered.written_bytes)
+        payload = build_payload(kind, source, self.layout, info, rendered)
+        metadata = Metadata(
+            item_id=self.item.item_id,
+            slot=self.item.slot,
+            pipeline_version=PIPELINE_VERSION,
+            source=SourceInfo(key=source.main.key, size=info.size, etag=info.etag),
+            payload=payload,
+            assets=rendered.assets,
+            timings=self.timings.seconds,
+            warnings=rendered.result.warnings,
+        )
+        body = metadata.model_dump_json(indent=2, exclude_none=True).encode()
+        self.storage.write(self.layout.metadata_key, body, "application/json")
+        remove_stale(self.storage, self.layout, metadata.assets, earlier)
+        log.info(
+            "item %s (%s) done as %s: %d assets, timings %s",
+            self.item.item_id, self.item.key, kind.name, rendered.count, self.timings.seconds,
+        )  # fmt: skip
+        message = "; ".join(rendered.result.warnings)
+        return ItemResult.of(
+            self.item, Status.OK, kind.name, payload, message=message, assets=metadata.assets
+        )
+
+
+def build_payload(
+    kind: MediaKind, source: Resolved, layout: SlotLayout, info: ObjectInfo, rendered: _Rendered
+) -> Payload:
+    return kind.payload(
+        PayloadInput(
+            key=source.main.key,
+            name=source_name(source.label),
+            path=source_folder(source.label),
+            layout=layout,
+            source=info,
+            result=rendered.result,
+            written_bytes=rendered.written_bytes,
+        )
     )
 
 
@@ -201,79 +248,14 @@ def _check_source_size(item: Item, source: ObjectInfo, settings: Settings) -> No
         )
 
 
-Processor = Callable[[Path, Sink, Settings, float, Path, ProgressCallback], MediaResult]
-
-
-def _run_processor(
-    item: Item,
-    item_type: ItemType,
-    local: Path,
-    sink: Sink,
-    settings: Settings,
-    work_dir: Path,
-    progress: ProgressCallback,
-) -> MediaResult:
-    if local.stat().st_size == 0:
+def _run_processor(item: Item, kind: MediaKind, context: ProcessContext) -> MediaResult:
+    if context.path.stat().st_size == 0:
         from worker.errors import CorruptMedia
 
         raise CorruptMedia(f"{item.key} is empty (0 bytes); upload the file again")
     try:
-        processor = PROCESSORS[item_type]
-    except KeyError:
-        raise UnsupportedFormat(f"{item.key}: type {item_type!r} has no processor") from None
-    try:
-        return processor(local, sink, settings, item.fps, work_dir, progress)
+        return kind.process(context)
     except MediaWorkerError:
         raise
     except MemoryError:
         raise TooLarge(f"{item.key} needs more memory than this worker has") from None
-
-
-def _image(
-    path: Path, sink: Sink, s: Settings, fps: float, work: Path, progress: ProgressCallback
-) -> MediaResult:
-    from worker.media.image import process_image
-
-    return process_image(path, sink, s.limits, progress, work_dir=work)
-
-
-def _video(
-    path: Path, sink: Sink, s: Settings, fps: float, work: Path, progress: ProgressCallback
-) -> MediaResult:
-    from worker.media.video import process_video
-
-    return process_video(path, sink, s.limits, s.video, fps=fps, work_dir=work, progress=progress)
-
-
-def _slide(
-    path: Path, sink: Sink, s: Settings, fps: float, work: Path, progress: ProgressCallback
-) -> MediaResult:
-    from worker.media.slide import process_slide
-
-    guard_slide(path, s.limits)
-    return process_slide(path, sink, s.limits, progress)
-
-
-def guard_slide(path: Path, limits: Limits) -> None:
-    """Before this process decodes a slide: its parts stay in its folder (MIRAX), its series is
-    complete (DICOM), its header's claims fit the limits (TIFF), and a sandboxed first decode
-    did not crash."""
-    from worker.media import dicom
-    from worker.media.mirax import check_mirax_complete
-    from worker.media.sandbox import probe_slide
-    from worker.media.tiffheader import check_tiff_claims
-
-    if path.suffix.lower() == ".mrxs":
-        check_mirax_complete(path)
-    elif path.suffix.lower() == dicom.SUFFIX:
-        dicom.check_dicom_complete(path, limits)
-    else:
-        check_tiff_claims(path, limits)
-    probe_slide(path, budget_bytes(limits), limits.item_timeout_seconds)
-
-
-PROCESSORS: dict[ItemType, Processor] = {
-    ItemType.IMAGE: _image,
-    ItemType.VIDEO: _video,
-    ItemType.SLIDE: _slide,
-}

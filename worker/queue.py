@@ -3,7 +3,7 @@
 `enqueue(items, settings)` routes each item to its queue by type: an `auto` item is sniffed from
 a ranged read of its first bytes (one small request, no download), and is sent with the type it
 was found to have, so the worker does not sniff it again. An item that cannot be sniffed here
-(missing, unreadable, unknown format, storage down) still gets a task, on the `images` queue:
+(missing, unreadable, unknown format, storage down) still gets a task, on the fallback queue:
 the worker then reports what is wrong in the task's result, and nothing is dropped silently.
 
 Deliveries are counted outside the worker, so that a count survives the worker it killed: in
@@ -22,23 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from worker.celery_app import (
-    TASK_NAMES,
-    MediaWorkerApp,
-    is_redis,
-    make_app,
-    queue_name,
-    state_dir,
-)
+from worker.celery_app import MediaWorkerApp, is_redis, make_app, queue_name, state_dir
 from worker.config import Settings
 from worker.errors import MediaWorkerError
 from worker.items import Item, ItemType
+from worker.kinds.registry import TASK_NAMES, queue_of
 from worker.storage import ReadableStorage, open_storage
 
 log = logging.getLogger(__name__)
 
-QUEUE_OF_TYPE = {ItemType.IMAGE: "images", ItemType.VIDEO: "videos", ItemType.SLIDE: "slides"}
-FALLBACK_QUEUE = "images"
 DELIVERY_TTL_SECONDS = 14 * 24 * 3600
 """A delivery count outlives any redelivery (the visibility timeout, retries' countdowns)."""
 
@@ -102,7 +94,7 @@ def send_items(
             item_type = router.item_type(item)
             if item_type != item.type:
                 item = item.model_copy(update={"type": item_type})
-            queue = QUEUE_OF_TYPE.get(item_type, FALLBACK_QUEUE)
+            queue = queue_of(item_type)
             name = TASK_NAMES[queue]
             result = app.send_task(
                 name,

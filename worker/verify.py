@@ -33,10 +33,11 @@ from worker.bounded import bounded_map
 from worker.config import Integration, Limits
 from worker.errors import NotFound, PermissionDenied
 from worker.items import Item, default_item_id
+from worker.kinds import registry
 from worker.layout import TILE_NAME, Rel, SlotLayout, section_key, section_pattern
+from worker.media import THUMBNAIL_BOX
 from worker.payloads import (
     AssetProblem,
-    ImagePayload,
     ItemResult,
     Metadata,
     Payload,
@@ -53,7 +54,6 @@ HEAD_CONCURRENCY = 16
 """HEAD requests in flight per item: a long video has thousands of sections to check."""
 HEAD_WINDOW = 4 * HEAD_CONCURRENCY
 """Keys submitted ahead of the oldest unanswered HEAD."""
-THUMBNAIL_BOX = (356, 200)
 THUMBNAIL_FORMATS = ("JPEG", "PNG", "WEBP")
 """A thumbnail is a JPEG; only decoders that never run other programs are offered others."""
 MAX_READ_BYTES = 64 * 1024**2
@@ -127,26 +127,18 @@ def verify_payload(
     if refused:
         return report
     slot = SlotLayout.containing(payload.storage_thumbnail_key)
+    kind = registry.kind_of_payload(payload)
     keys: list[Asset] = [payload.storage_key, payload.storage_thumbnail_key]
-    if isinstance(payload, VideoPayload):
-        keys += _video_assets(payload, slot)
-    elif isinstance(payload, SlidePayload):
-        keys += [payload.storage_dzi_key, *payload.storage_associated_keys.values()]
-    elif payload.storage_display_key:
-        keys.append(payload.storage_display_key)
+    keys += kind.assets(payload, slot)
     infos = _check_objects(storage, keys, report)
     _check_thumbnail(storage, payload.storage_thumbnail_key, report)
-    if isinstance(payload, VideoPayload):
-        _check_video(payload, storage, report, limits)
-    elif isinstance(payload, SlidePayload):
-        _check_tiles(payload, storage, report)
-    if isinstance(payload, ImagePayload | SlidePayload):
-        _check_source_size(payload, infos.get(payload.storage_key), report)
+    kind.check(payload, storage, report, limits)
+    _check_source_size(payload, infos.get(payload.storage_key), report)
     return report
 
 
 def payload_type(payload: Payload) -> str:
-    return "slide" if isinstance(payload, SlidePayload) else payload.type
+    return registry.kind_of_payload(payload).name
 
 
 def item_for_payload(payload: Payload, integration: str) -> Item:
@@ -188,7 +180,7 @@ def _metadata(layout: SlotLayout, storage: ReadableStorage, report: Report) -> M
         return None
 
 
-def _video_assets(payload: VideoPayload, slot: SlotLayout | None) -> list[Asset]:
+def video_assets(payload: VideoPayload, slot: SlotLayout | None) -> list[Asset]:
     assets: list[Asset] = [payload.storage_frames_manifest_key]
     if payload.storage_audio_peaks_key:
         assets.append(payload.storage_audio_peaks_key)
@@ -291,7 +283,7 @@ def _check_thumbnail(storage: ReadableStorage, key: str, report: Report) -> None
         report.add(key, f"invalid: the thumbnail is {size[0]}x{size[1]}, over 356x200")
 
 
-def _check_video(
+def check_video(
     payload: VideoPayload, storage: ReadableStorage, report: Report, limits: Limits
 ) -> None:
     _check_manifest(payload, storage, report)
@@ -353,7 +345,7 @@ def _check_gzip(storage: ReadableStorage, key: str, report: Report, cap: int) ->
         report.add(key, f"invalid: {exc}; extract it again")
 
 
-def _check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report) -> None:
+def check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report) -> None:
     key = payload.storage_dzi_key
     data = _read_for_check(storage, key, report)
     slot = SlotLayout.containing(key)
@@ -390,13 +382,13 @@ def dzi_level_tiles(dzi: bytes) -> list[tuple[int, int]]:
     return claims.pyramid(width, height, int(root.attrib["TileSize"]))
 
 
-def _check_source_size(
-    payload: ImagePayload | SlidePayload, info: ObjectInfo | None, report: Report
-) -> None:
-    if info is not None and info.size != payload.size_bytes:
+def _check_source_size(payload: Payload, info: ObjectInfo | None, report: Report) -> None:
+    """A payload that records its source's size (images, slides) names a replaced source."""
+    size = getattr(payload, "size_bytes", None)
+    if info is not None and size is not None and info.size != size:
         report.add(
             payload.storage_key,
-            f"changed: {info.size} bytes, the payload says {payload.size_bytes};"
+            f"changed: {info.size} bytes, the payload says {size};"
             " the source was replaced after extraction, extract it again",
         )
 

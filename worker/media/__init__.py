@@ -13,6 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+THUMBNAIL_BOX = (356, 200)
+"""Every thumbnail (image, video, slide) fits within this box, aspect kept."""
+THUMBNAIL_QUALITY = 85
+"""JPEG quality of every `thumbnail.jpg`: small previews, where 85 is visually lossless."""
+DISPLAY_QUALITY = 90
+"""JPEG quality of full-resolution renditions people look at closely (`display.jpg`, a slide's
+associated images)."""
+
+
+def fit_thumbnail(size: tuple[int, int], box: tuple[int, int] = THUMBNAIL_BOX) -> tuple[int, int]:
+    """The size that fits `size` within `box`, aspect kept; small images are not enlarged."""
+    width, height = size
+    if width <= box[0] and height <= box[1]:
+        return size
+    scale = min(box[0] / width, box[1] / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 ProgressCallback = Callable[[str, int, int | None], None]
 """Called as progress(stage, done, total); total is None when unknown."""
 

@@ -14,41 +14,15 @@ from pathlib import Path
 
 import av
 
+from worker.kinds.video import demuxer_for
+
+__all__ = ["demuxer_for", "open_input", "sniff_demuxer"]
+
 HEAD_BYTES = 512
 
-_AT_4 = {b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip", b"pnot"}
-_AT_0 = (
-    (b"\x1a\x45\xdf\xa3", "matroska"),  # Matroska, WebM
-    (b"OggS", "ogg"),
-    (b"FLV", "flv"),
-    (b"\x00\x00\x01\xba", "mpeg"),  # MPEG program stream
-    (b"\x30\x26\xb2\x75\x8e\x66\xcf\x11", "asf"),  # ASF, WMV
-)
 ALLOWED = frozenset({"mov", "matroska", "avi", "ogg", "flv", "mpeg", "asf", "mpegts"})
 """FFmpeg's names (the first of `container.format.name`) of the containers let through."""
 INPUT_OPTIONS = {"protocol_whitelist": "file", "enable_drefs": "0", "use_absolute_path": "0"}
-
-
-def demuxer_for(head: bytes) -> str | None:
-    """The demuxer for a source starting with `head`, or None when it is not one we allow."""
-    if head[4:8] in _AT_4:
-        return "mov"
-    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
-        return "avi"
-    for magic, name in _AT_0:
-        if head.startswith(magic):
-            return name
-    if _transport_stream(head):
-        return "mpegts"
-    return None
-
-
-def _transport_stream(head: bytes) -> bool:
-    """MPEG-TS: a sync byte every 188 bytes (M2TS: every 192, after a 4-byte timecode)."""
-    for start, step in ((0, 188), (4, 192)):
-        if len(head) > start + 2 * step and all(head[start + i * step] == 0x47 for i in range(3)):
-            return True
-    return False
 
 
 def sniff_demuxer(path: Path) -> str | None:

@@ -16,7 +16,6 @@ import io
 import itertools
 import logging
 import math
-import posixpath
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -27,13 +26,11 @@ from pydicom.filereader import read_partial
 
 from worker.config import Limits
 from worker.errors import CorruptMedia, SlideIncomplete, TooLarge, UnsupportedFormat
+from worker.kinds.dicom import is_dicom, is_instance_name
 
 log = logging.getLogger(__name__)
 
-SUFFIX = ".dcm"
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"
-MAGIC_OFFSET = 128
-"""A DICOM Part 10 file is a 128-byte preamble, then `DICM`."""
 HEADER_BYTES = 256 * 1024
 """Most read from the start of an instance to parse its header (without the pixel data)."""
 FIRST_READ_BYTES = 16 * 1024
@@ -56,25 +53,6 @@ class HeaderTooLong(CorruptMedia):
 
 def not_dicom(name: str) -> CorruptMedia:
     return CorruptMedia(f"{name}: not a DICOM file (no DICM marker after the 128-byte preamble)")
-
-
-def is_dicom(head: bytes) -> bool:
-    return head[MAGIC_OFFSET : MAGIC_OFFSET + 4] == b"DICM"
-
-
-def is_instance_name(name: str) -> bool:
-    """A plain file name ending in `.dcm`: nothing that could leave or hide in a folder."""
-    plain = name not in ("", ".", "..") and not any(c in name for c in "/\\\0")
-    return plain and name.isprintable() and name.lower().endswith(SUFFIX)
-
-
-def is_folder_key(key: str) -> bool:
-    """A key naming a folder: the item is the DICOM series inside it (never the bucket root)."""
-    return key.endswith("/") and bool(key.strip("/"))
-
-
-def is_instance_key(key: str) -> bool:
-    return key.lower().endswith(SUFFIX)
 
 
 @dataclass(frozen=True)
@@ -215,12 +193,6 @@ def main_instance(series: list[Instance]) -> Instance:
     OpenSlide; this one is stable and names the slide best)."""
     levels = [i for i in series if i.is_level] or series
     return max(levels, key=lambda i: (i.matrix[0] * i.matrix[1], i.name))
-
-
-def folder_of(key: str) -> str:
-    """`dir/x.dcm` -> `dir/`, `dir/` -> `dir/` (`""` at the bucket root)."""
-    folder = key if is_folder_key(key) else posixpath.dirname(key)
-    return folder.rstrip("/") + "/" if folder.strip("/") else ""
 
 
 # --- completeness and limits, on the fetched series --------------------------------------------

@@ -23,11 +23,10 @@ from av.video.reformatter import VideoReformatter
 from PIL import Image
 
 from worker.layout import Quality, Rel
-from worker.media import Sink
+from worker.media import THUMBNAIL_BOX, THUMBNAIL_QUALITY, Sink
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_BOX = (356, 200)
 LOW_MIN_HEIGHT = 720
 PNG_OPTIONS = {"pred": "up", "compression_level": "1"}
 """Lossless PNG at a fast zlib level: 'up' filtering keeps the files close to the default
@@ -107,7 +106,7 @@ def thumbnail_jpeg(image: Image.Image) -> bytes:
     image = image.convert("RGB")
     image.thumbnail(THUMBNAIL_BOX, Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=85)
+    image.save(buffer, "JPEG", quality=THUMBNAIL_QUALITY)
     return buffer.getvalue()
 
 

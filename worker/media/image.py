@@ -35,7 +35,15 @@ from PIL import ExifTags, Image, ImageCms, UnidentifiedImageError
 from worker.errors import CorruptMedia, NotFound, TooLarge, UnsupportedFormat
 from worker.layout import Rel
 from worker.limits import check_allocation
-from worker.media import ImageResult, ProgressCallback, Sink, no_progress
+from worker.media import (
+    DISPLAY_QUALITY,
+    THUMBNAIL_QUALITY,
+    ImageResult,
+    ProgressCallback,
+    Sink,
+    fit_thumbnail,
+    no_progress,
+)
 
 if TYPE_CHECKING:
     from worker.config import Limits
@@ -44,9 +52,6 @@ log = logging.getLogger(__name__)
 
 pillow_heif.register_heif_opener()
 
-THUMBNAIL_BOX = (356, 200)
-THUMBNAIL_QUALITY = 85
-DISPLAY_QUALITY = 90
 SUPPORTED_FORMATS = ("JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF", "HEIF", "AVIF")
 BROWSER_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP"})
 """Formats every browser shows as they are (when 8-bit and not CMYK)."""
@@ -120,13 +125,7 @@ def process_image(
     return ImageResult(width=width, height=height, display_rel=display_rel, warnings=warnings_)
 
 
-def thumbnail_size(size: tuple[int, int], box: tuple[int, int] = THUMBNAIL_BOX) -> tuple[int, int]:
-    """The size that fits `size` within `box`, aspect kept; small images are not enlarged."""
-    width, height = size
-    if width <= box[0] and height <= box[1]:
-        return size
-    scale = min(box[0] / width, box[1] / height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
+thumbnail_size = fit_thumbnail
 
 
 # --- opening and inspecting ------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Whole-slide images through OpenSlide: thumbnail, Deep Zoom pyramid, associated images, fields.
 
-`path` is a local slide: a `.mrxs` with its folder beside it (checked complete first, see
-`worker.media.mirax`), a `.dcm` instance with the rest of its DICOM series beside it (checked
-likewise, see `worker.media.dicom`), or one file of any format OpenSlide reads (SVS, NDPI,
-generic tiled TIFF, ...), recognised by content. The thumbnail reads the level closest to its size
-in bounded strips, so its work grows with the thumbnail, not the slide; the Deep Zoom pyramid
-reads the slide once, at full resolution, in bands (`worker.media.deepzoom`).
+`path` is a local slide: one file of any format OpenSlide reads (SVS, NDPI, generic tiled TIFF,
+...), or the file a multi-file slide is opened by with its other files beside it (MIRAX, DICOM),
+checked first by its format's check (`worker.kinds.registry.check_local`). The thumbnail reads
+the level closest to its size in bounded strips, so its work grows with the thumbnail, not the
+slide; the Deep Zoom pyramid reads the slide once, at full resolution, in bands
+(`worker.media.deepzoom`).
 """
 
 from __future__ import annotations
@@ -24,15 +24,20 @@ from PIL import Image, ImageCms
 from worker.config import Limits
 from worker.errors import CorruptMedia, TooLarge, UnsupportedFormat
 from worker.layout import Rel
-from worker.media import ProgressCallback, Sink, SlideResult, dicom, no_progress
+from worker.media import (
+    DISPLAY_QUALITY,
+    THUMBNAIL_BOX,
+    THUMBNAIL_QUALITY,
+    ProgressCallback,
+    Sink,
+    SlideResult,
+    fit_thumbnail,
+    no_progress,
+)
 from worker.media.deepzoom import deep_zoom, write_pyramid
-from worker.media.mirax import check_mirax_complete
 
 log = logging.getLogger(__name__)
 
-THUMBNAIL_BOX = (356, 200)
-THUMBNAIL_QUALITY = 90
-ASSOCIATED_QUALITY = 90
 STRIP_PIXELS = 16 * 1024**2
 """Pixels read at once for the thumbnail (64 MB as RGBA): bounds memory on poorly tiered slides."""
 TILE_CACHE_BYTES = 4 * 1024**2
@@ -47,12 +52,14 @@ def process_slide(
     limits: Limits,
     progress: ProgressCallback = no_progress,
     limit_bounds: bool = False,
+    checked: bool = False,
 ) -> SlideResult:
-    """Write `thumbnail.jpg`, the Deep Zoom pyramid and `associated/<name>.jpg` for one slide."""
-    if path.suffix.lower() == ".mrxs":
-        check_mirax_complete(path)
-    elif path.suffix.lower() == dicom.SUFFIX:
-        dicom.check_dicom_complete(path, limits)
+    """Write `thumbnail.jpg`, the Deep Zoom pyramid and `associated/<name>.jpg` for one slide.
+    Its format's checks (completeness, header claims) run first, unless already `checked`."""
+    if not checked:
+        from worker.kinds.registry import check_local
+
+        check_local(path, limits)
     with open_slide(path) as slide, openslide_errors(path, "reading"):
         _check_size(path, slide, limits)
         background = background_rgb(slide)
@@ -126,9 +133,7 @@ def _srgb_transform(slide: OpenSlide) -> ImageCms.ImageCmsTransform | None:
     return ImageCms.buildTransform(profile, ImageCms.createProfile("sRGB"), "RGB", "RGB")
 
 
-def fit(size: tuple[int, int], box: tuple[int, int] = THUMBNAIL_BOX) -> tuple[int, int]:
-    scale = min(box[0] / size[0], box[1] / size[1], 1.0)
-    return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+fit = fit_thumbnail
 
 
 def thumbnail(
@@ -173,7 +178,7 @@ def _write_associated(
         flat.paste(rgba, mask=rgba)
         if to_srgb:
             flat = ImageCms.applyTransform(flat, to_srgb)
-        sink.put_bytes(Rel.associated(name), _jpeg(flat, ASSOCIATED_QUALITY), "image/jpeg")
+        sink.put_bytes(Rel.associated(name), _jpeg(flat, DISPLAY_QUALITY), "image/jpeg")
         names.append(name)
     return names
 

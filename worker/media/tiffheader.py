@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from worker.config import Limits
 from worker.errors import CorruptMedia, TooLarge
+from worker.kinds.image import is_tiff
 from worker.limits import check_allocation
 
 MAX_DIRECTORIES = 1024
@@ -42,10 +43,6 @@ class Directory:
 
     def get(self, tag: int, default: int = 0) -> int:
         return self.values.get(tag, default)
-
-
-def is_tiff(head: bytes) -> bool:
-    return head[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+")
 
 
 def check_tiff_claims(path: Path, limits: Limits) -> None:
