@@ -185,15 +185,15 @@ def test_end_to_end_with_real_processing(make_integration, mirax_slide: Path) ->
     assert sorted(i.key for i in recorder.items) == [keys[0], keys[2]]
 
     # A pipeline version bump makes every marker stale.
-    import worker.reprocess as reprocess_module
+    import worker.markers as rule_module  # the one "up to date" rule
 
-    original = reprocess_module.PIPELINE_VERSION
-    reprocess_module.PIPELINE_VERSION = original + "-next"
+    original = rule_module.PIPELINE_VERSION
+    rule_module.PIPELINE_VERSION = original + "-next"
     try:
         recorder = Recorder()
         bumped = reprocess(storage, integ, ReprocessOptions(), recorder)
     finally:
-        reprocess_module.PIPELINE_VERSION = original
+        rule_module.PIPELINE_VERSION = original
     assert bumped.up_to_date == 0 and bumped.enqueued == 3
 
 

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from worker import PIPELINE_VERSION
 from worker.bounded import bounded_map
 from worker.errors import NotFound
 from worker.layout import SlotLayout
-from worker.payloads import Metadata, VideoPayload
-from worker.storage.base import ReadableStorage
+from worker.payloads import Metadata
+from worker.storage.base import ObjectInfo, ReadableStorage
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +42,44 @@ class Marked:
     pipeline_version: str
     fps: float = 0
     """The frame rate a video was asked at (0: native), so a re-run keeps it."""
+    native_fps: float | None = None
+    """A video's native frame rate (None for other kinds)."""
 
 
 def marked_of(layout: SlotLayout, metadata: Metadata) -> Marked:
     payload = metadata.payload
-    fps = 0.0
-    if isinstance(payload, VideoPayload) and abs(payload.fps - payload.native_fps) > 0.01:
-        fps = payload.fps
-    return Marked(layout.item_id, layout.slot, metadata.source.etag, metadata.pipeline_version, fps)
+    fps, native = 0.0, getattr(payload, "native_fps", None)
+    made = getattr(payload, "fps", None)
+    if native is not None and made is not None and abs(made - native) > 0.01:
+        fps = made
+    source = metadata.source
+    version = metadata.pipeline_version
+    return Marked(layout.item_id, layout.slot, source.etag, version, fps, native)
+
+
+def is_current(marked: Marked, source: ObjectInfo, fps: float | None = None) -> bool:
+    """The one "is this item up to date" rule (the worker's `preextract` and `reprocess` ask it):
+    its marker names this very source (same ETag: a changed object gets a new one, whatever its
+    size), the running pipeline version, and, when `fps` is given, a video made at the frame
+    rate asked for now (SPEC 4.2's step rule)."""
+    return (
+        marked.pipeline_version == PIPELINE_VERSION
+        and _same_etag(marked.etag, source.etag)
+        and (fps is None or _same_fps(marked, fps))
+    )
+
+
+def _same_etag(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and str(a).strip('"') == str(b).strip('"')
+
+
+def _same_fps(marked: Marked, fps: float) -> bool:
+    native = marked.native_fps
+    if native is None:
+        return True
+    made = marked.fps or native
+    wanted = native if fps <= 0 else native / round(max(native / fps, 1), 4)
+    return abs(made - wanted) < 0.01 or (fps > 0 and abs(made - fps) < 0.01)
 
 
 def read_marker(storage: ReadableStorage, layout: SlotLayout) -> tuple[str, Marked] | None:

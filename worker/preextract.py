@@ -26,20 +26,21 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from worker import PIPELINE_VERSION
 from worker.config import Integration, Settings
 from worker.errors import ConfigError, MediaWorkerError, Reason
-from worker.fetch import item_keys, source_key
+from worker.fetch import item_keys, resolve
 from worker.identifiers import key_problem, printable
 from worker.items import Item
 from worker.layout import SlotLayout, normalize_prefix, registration_key
 from worker.limits import item_deadline
-from worker.payloads import ItemResult, Metadata, Payload, Status, VideoPayload
+from worker.markers import is_current, marked_of
+from worker.payloads import ItemResult, Metadata, Status
 from worker.pipeline import process_item
 from worker.storage import ReadableStorage, Storage, open_storage
 from worker.storage import open_writable as _open_writable
 from worker.storage.local import LocalStorage
 from worker.storage.registry import LOCAL_FOLDER, backend_class
+from worker.verify import payload_type
 
 log = logging.getLogger(__name__)
 
@@ -207,32 +208,21 @@ def _completed(plan: Plan, item: Item, dest: Storage, source: ReadableStorage) -
     layout = SlotLayout(plan.settings.integration(plan.dest).prefix, item.item_id, item.slot)
     try:
         metadata = Metadata.model_validate_json(dest.read_bytes(layout.metadata_key))
-        info = source.head(source_key(source, item.key))
+        info = resolve(source, item.key).main
     except (MediaWorkerError, ValidationError):
         return None  # not done (or unreadable): extracting again reports any real fault
-    same = (
-        metadata.pipeline_version == PIPELINE_VERSION
-        and metadata.source.size == info.size
-        and metadata.source.etag == info.etag
-        and _same_fps(metadata.payload, item.fps)
-    )
-    if not same:
+    if not is_current(marked_of(layout, metadata), info, item.fps):
         return None
     log.info("item %s (%s): %s", item.item_id, item.key, SKIPPED_MESSAGE)
     payload = metadata.payload
-    type_ = "slide" if getattr(payload, "slide", False) else payload.type
     return ItemResult.of(
-        item, Status.OK, type_, payload, message=SKIPPED_MESSAGE, assets=metadata.assets
+        item,
+        Status.OK,
+        payload_type(payload),
+        payload,
+        message=SKIPPED_MESSAGE,
+        assets=metadata.assets,
     )
-
-
-def _same_fps(payload: Payload, fps: float) -> bool:
-    """Whether a video was extracted at the frame rate asked for now (SPEC 4.2's step rule)."""
-    if not isinstance(payload, VideoPayload):
-        return True
-    native = payload.native_fps
-    wanted = native if fps <= 0 else native / round(max(native / fps, 1), 4)
-    return abs(payload.fps - wanted) < 0.01 or (fps > 0 and abs(payload.fps - fps) < 0.01)
 
 
 def run(

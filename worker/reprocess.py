@@ -2,20 +2,20 @@
 
 First every commit marker under the prefix is indexed by the source key it names (see
 `worker.markers`), so items are found whatever their item id and slot. Then the bucket is listed
-page by page and each key flows through: is it a source at all (not one of our renditions, not a
-file inside a MIRAX slide's data folder, a media extension; `.tif`, `.tiff` and `.dcm` are typed
-by their first bytes, one ranged read, since a pyramidal TIFF is a slide) -> does it pass the
-filters (`--under`, `--type`, `--since`) -> is each item made from it up to date (its marker
-names the same source ETag and pipeline version) -> into the current batch, enqueued when full.
+page by page and each key flows through: which item is it (none for our renditions and for keys
+of no registered extension; a multi-file source is one item: a MIRAX slide its `.mrxs`, a DICOM
+series its folder, see `worker.kinds.registry.ItemGrouper`; `.tif` and `.tiff` are typed by their
+first bytes, one ranged read, since a pyramidal TIFF is a slide) -> does it pass the filters
+(`--under`, `--type`, `--since`) -> is each item made from it up to date (`markers.is_current`)
+-> into the current batch, enqueued when full.
 Memory stays flat in the bucket's size but for the marker index (a few fields per item, capped):
-one page, one batch and a bounded window of reads are held at a time (plus the names of MIRAX
-slides seen, to recognise their folders).
+one page, one batch and a bounded window of reads are held at a time (plus the folders of the
+multi-file items seen, to recognise their files).
 """
 
 from __future__ import annotations
 
 import logging
-import posixpath
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,13 +23,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from worker import PIPELINE_VERSION
 from worker.bounded import bounded_map
 from worker.config import Integration
+from worker.errors import MediaWorkerError
+from worker.fetch import resolve
 from worker.identifiers import key_problem, printable
 from worker.items import Item, ItemType, default_item_id
+from worker.kinds import SNIFF_BYTES, registry
 from worker.layout import SlotLayout
-from worker.markers import Marked, MarkerIndex, build_marker_index, read_marker
+from worker.markers import Marked, MarkerIndex, build_marker_index, is_current, read_marker
 from worker.storage.base import ObjectInfo, ReadableStorage
 
 log = logging.getLogger(__name__)
@@ -40,38 +42,13 @@ ProgressFn = Callable[["ReprocessSummary"], None]
 DEFAULT_BATCH = 500
 MARKER_WINDOW = 32
 """Keys being typed and checked at once: enough to hide request latency, bounded for memory."""
-SNIFF_BYTES = 8192
-SNIFFED = frozenset({"tif", "tiff", "dcm"})
-"""Extensions that do not tell the type: a TIFF may be a photo or a pyramidal slide."""
-
-EXTENSIONS: dict[str, ItemType] = {
-    **dict.fromkeys(
-        ("jpg", "jpeg", "png", "gif", "webp", "bmp", "tif", "tiff", "heic", "heif", "avif"),
-        ItemType.IMAGE,
-    ),
-    **dict.fromkeys(
-        ("mp4", "mov", "m4v", "mkv", "webm", "avi", "mpg", "mpeg", "ts", "wmv", "flv", "3gp"),
-        ItemType.VIDEO,
-    ),
-    **dict.fromkeys(
-        ("mrxs", "svs", "ndpi", "scn", "vms", "vmu", "bif", "svslide", "qptiff", "dcm"),
-        ItemType.SLIDE,
-    ),
-}
-"""Sources are recognised by extension; those of `SNIFFED` are then typed by content."""
-
-
-def _extension(key: str) -> str:
-    return posixpath.splitext(key)[1].lower().lstrip(".")
 
 
 def type_of_key(key: str) -> ItemType | None:
-    """The type an extension says; for those of `SNIFFED`, what they usually are."""
-    return EXTENSIONS.get(_extension(key))
-
-
-def _sniffed(key: str) -> bool:
-    return _extension(key) in SNIFFED
+    """The type a key's extension says (the registry's one table); for formats typed by their
+    content (`.tif`, `.tiff`), what they usually are."""
+    found = registry.kind_of_key(key)
+    return ItemType(found) if found is not None else None
 
 
 @dataclass
@@ -114,25 +91,20 @@ class ReprocessOptions:
 
 
 class _SourceFilter:
-    """Decides, key by key in listing order, whether a listed key is a source item."""
+    """Decides, key by key in listing order, which item a listed key stands for, if any."""
 
     def __init__(self, integration: Integration) -> None:
         prefix = re.escape(integration.prefix.strip("/"))
         # `<prefix>/<item_id>/files/<slot>/...` and `<prefix>/registration.jsonl` are ours.
         self._ours = re.compile(rf"^{prefix}/(?:[^/]+/files/[^/]+/|registration\.jsonl$)")
-        self._mirax_dirs: set[str] = set()
+        self._items = registry.ItemGrouper()
 
-    def source_type(self, key: str) -> ItemType | None:
-        if self._ours.match(key):
+    def item_key(self, key: str) -> str | None:
+        """The key itself, the item it stands for (a DICOM series' folder), or None: ours, not
+        media, or a part of a multi-file item already seen (a MIRAX slide's data)."""
+        if self._ours.match(key) or type_of_key(key) is None:
             return None
-        folder = posixpath.dirname(key)
-        if folder and folder in self._mirax_dirs:
-            return None
-        item_type = type_of_key(key)
-        if key.lower().endswith(".mrxs"):
-            # `NAME.mrxs` lists before `NAME/...` ('.' < '/'), so its folder is known in time.
-            self._mirax_dirs.add(key[: -len(".mrxs")])
-        return item_type
+        return self._items.item_key(key)
 
 
 def _passes(info: ObjectInfo, item_type: ItemType | None, options: ReprocessOptions) -> bool:
@@ -172,32 +144,48 @@ class _Planner:
         self.storage, self.integration, self.options = storage, integration, options
         self.markers = markers
 
-    def decide(self, info: ObjectInfo) -> _Decision:
-        item_type = self._type(info.key)
+    def decide(self, candidate: tuple[str, ObjectInfo]) -> _Decision:
+        key, info = candidate
+        item_type = self._type(key)
         if item_type is None or not _type_passes(item_type, self.options):
             return _Decision(item_type)
         decision = _Decision(item_type)
-        for marked in self._marked(info.key) or [None]:
-            if marked is not None and not self.options.force and _is_current(marked, info):
+        source = self._source(key, info)
+        for marked in self._marked(source.key, key) or [None]:
+            if marked is not None and not self.options.force and is_current(marked, source):
                 decision.up_to_date += 1
             else:
-                decision.items.append(self._item(info.key, item_type, marked))
+                decision.items.append(self._item(key, item_type, marked))
         return decision
 
     def _type(self, key: str) -> ItemType | None:
-        if not _sniffed(key):
+        if not registry.needs_content(key):
             return type_of_key(key)
         from worker.media.sniff import sniff
 
         return sniff(self.storage.read_head(key, SNIFF_BYTES), key)
 
-    def _marked(self, key: str) -> list[Marked]:
+    def _source(self, key: str, info: ObjectInfo) -> ObjectInfo:
+        """The object an item registers: the listed one, or for a folder item (a DICOM series)
+        the one its resolution names, whose marker and ETag tell whether it is up to date."""
+        if key == info.key:
+            return info
+        try:
+            return resolve(self.storage, key).main
+        except MediaWorkerError as exc:
+            log.info("%s: could not resolve it (%s); the worker will report it", key, exc)
+            return info
+
+    def _marked(self, source_key: str, item_key: str) -> list[Marked]:
+        """The markers made from `source_key`; without an index, that of the item key's
+        default id."""
         if self.markers is not None:
-            return self.markers.get(key)
+            return self.markers.get(source_key)
         if self.options.force:
             return []
-        found = read_marker(self.storage, SlotLayout(self.integration.prefix, default_item_id(key)))
-        return [found[1]] if found is not None and found[0] == key else []
+        layout = SlotLayout(self.integration.prefix, default_item_id(item_key))
+        found = read_marker(self.storage, layout)
+        return [found[1]] if found is not None and found[0] == source_key else []
 
     def _item(self, key: str, item_type: ItemType, marked: Marked | None) -> Item:
         name = self.integration.name
@@ -211,19 +199,6 @@ class _Planner:
             slot=marked.slot,
             fps=marked.fps,
         )
-
-
-def _is_current(marked: Marked, info: ObjectInfo) -> bool:
-    """Whether a marker names this very source (ETag) and the running pipeline version."""
-    return (
-        marked.pipeline_version == PIPELINE_VERSION
-        and bool(info.etag)
-        and _same_etag(marked.etag, info.etag)
-    )
-
-
-def _same_etag(a: str | None, b: str | None) -> bool:
-    return bool(a and b) and str(a).strip('"') == str(b).strip('"')
 
 
 def _type_passes(item_type: ItemType, options: ReprocessOptions) -> bool:
@@ -286,23 +261,23 @@ def _candidates(
     integration: Integration,
     options: ReprocessOptions,
     summary: ReprocessSummary,
-) -> Iterator[ObjectInfo]:
+) -> Iterator[tuple[str, ObjectInfo]]:
     sources = _SourceFilter(integration)
     for info in storage.list(options.under):
         summary.listed += 1
-        item_type = sources.source_type(info.key)
-        sniffed = item_type is not None and _sniffed(info.key)
+        key = sources.item_key(info.key)
+        sniffed = key is not None and registry.needs_content(key)
         problem = key_problem(info.key)
         if problem is not None:
             # Never enqueued: SPEC 3 refuses it (a worker would report `invalid_item`).
             log.warning("key %s is left out: it %s", printable(info.key), problem)
             summary.not_sources += 1
-        elif item_type is None:
+        elif key is None:
             summary.not_sources += 1
-        elif not _passes(info, None if sniffed else item_type, options):
+        elif not _passes(info, None if sniffed else type_of_key(key), options):
             summary.filtered_out += 1
         else:
-            yield info
+            yield key, info
 
 
 def _tick(progress: ProgressFn | None, summary: ReprocessSummary) -> None:
