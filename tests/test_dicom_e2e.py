@@ -1,7 +1,8 @@
 """DICOM whole-slide images end to end: `mediaworker process` on the S3 server (moto) and on
 Azurite lists the series' folder, fetches its instances and writes the slide layout; a series
-missing a level fails as `slide_incomplete`; a refused listing names s3:ListBucket; `preextract`
-of a local folder makes one item of the series and `verify` of the uploaded result passes."""
+missing a level fails as `slide_incomplete` on both; a refused listing names s3:ListBucket;
+`preextract` of a local folder makes one item of the series and `verify` of the uploaded result
+passes; `reprocess` of a bucket enqueues the series once, by its folder, and skips it once done."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ from slide_support import deep_zoom_tiles, reader_without_listing
 from fixtures.dicom import LAYOUT, MISSING_LEVEL, generate_dicom
 from worker.assets import iter_keys
 from worker.config import Integration
-from worker.items import default_item_id
+from worker.items import Item, default_item_id
 from worker.layout import Rel, SlotLayout
-from worker.payloads import ItemResult
+from worker.payloads import ItemResult, Status
+from worker.pipeline import process_item
+from worker.reprocess import ReprocessOptions, reprocess
 from worker.storage import open_writable
 from worker.storage.base import Storage
 
@@ -74,7 +77,9 @@ def test_process_dicom_lists_its_folder_and_writes_the_slide_layout(
     assert (result["status"], result["type"], result["key"]) == ("ok", "slide", key), result
     payload = result["payload"]
     opened = folder_key + ("level-0.dcm" if by == "folder" else "label.dcm")
-    assert (payload["storage_key"], payload["name"]) == (opened, opened.rsplit("/", 1)[1])
+    # Registered by the instance opened, named after the series' folder.
+    assert (payload["storage_key"], payload["name"]) == (opened, "case1")
+    assert payload["path"] == "/" + folder_key.rstrip("/").rsplit("/", 1)[0]
     assert (payload["width"], payload["height"], payload["level_count"]) == (1024, 768, 4)
     assert (payload["microns_per_pixel_x"], payload["objective_power"]) == (0.25, 20.0)
     layout = SlotLayout(integration.prefix, default_item_id(key))
@@ -101,12 +106,18 @@ def test_process_dicom_lists_its_folder_and_writes_the_slide_layout(
     assert json.loads(storage.read_bytes(layout.metadata_key))["payload"] == payload
 
 
+@pytest.mark.parametrize("kind", ["s3", "azure"])
 def test_a_series_missing_a_level_fails_as_slide_incomplete(
-    make_integration, fixtures: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    kind: str,
+    make_integration,
+    fixtures: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings, integration = make_integration("s3")
+    settings, integration = make_integration(kind)
     storage = open_writable(integration, settings)
-    key = _upload(storage, fixtures["missing_level"], "scans/case2")
+    parent = _parent(integration).replace("case1", "case2")
+    key = _upload(storage, fixtures["missing_level"], parent)
     config = write_config(tmp_path / "mediaworker.toml", integration)
 
     result = _process(capsys, config, integration.name, key)
@@ -171,3 +182,27 @@ def test_preextract_makes_one_item_of_the_series_and_verify_passes(
     )
     assert code == 1 and verified[0]["status"] == "missing_assets"
     assert verified[0]["problems"][0]["key"].endswith("slide_files/0/0_0.jpeg")
+
+
+def test_reprocess_enqueues_a_series_once_and_skips_it_once_done(
+    make_integration, fixtures: dict[str, Path]
+) -> None:
+    settings, integration = make_integration("s3")
+    storage = open_writable(integration, settings)
+    key = _upload(storage, fixtures["series"], "scans/case4")
+    storage.write("scans/photo.png", fixtures["series"] / "label.dcm")  # not grouped with it
+    sent: list[Item] = []
+
+    def enqueue(items: list[Item]) -> list[str]:
+        sent.extend(items)
+        return [item.item_id for item in items]
+
+    first = reprocess(storage, integration, ReprocessOptions(), enqueue)
+
+    assert sorted(i.key for i in sent if i.key.endswith("/")) == [key]
+    assert first.by_type["slide"] == 1 and first.enqueued == 2
+    [series] = [i for i in sent if i.key == key]
+    assert process_item(series, settings, storage).status == Status.OK
+    sent.clear()
+    second = reprocess(storage, integration, ReprocessOptions(), enqueue)
+    assert key not in [i.key for i in sent] and second.up_to_date == 1
