@@ -35,12 +35,14 @@ from kombu import Exchange, Queue
 
 from worker import embedded_broker
 from worker.config import Settings, load_settings
-from worker.kinds.registry import QUEUES, TASK_NAMES
+from worker.kinds.registry import FALLBACK_QUEUE, QUEUES, TASK_NAMES, kind
 from worker.observability import enable_for_worker
 
 log = logging.getLogger(__name__)
 
 
+IMAGE_QUEUE = kind("image").queue
+"""The queue of short tasks, where `worker.images_prefetch` applies."""
 SOFT_LIMIT_SHARE = 0.9
 """The soft time limit (which fails the item as `timeout`) is this share of the hard one."""
 VISIBILITY_MARGIN_SECONDS = 600
@@ -159,7 +161,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_queues": [
             Queue(n, Exchange(n, type="direct"), routing_key=n) for n in names.values()
         ],
-        "task_default_queue": names["images"],
+        "task_default_queue": names[FALLBACK_QUEUE],
         "task_routes": {TASK_NAMES[q]: {"queue": names[q]} for q in QUEUES},
         "task_annotations": {TASK_NAMES[q]: _limits_annotation(settings, q) for q in QUEUES},
         # The worker command installs the scrubbed JSON log handler; Celery must not replace it.
@@ -176,7 +178,7 @@ def prefetch_multiplier(settings: Settings, queues: list[str]) -> int:
     wanted = settings.worker.images_prefetch
     if wanted == 1:
         return 1
-    if set(queues) != {"images"} or is_embedded(settings):
+    if set(queues) != {IMAGE_QUEUE} or is_embedded(settings):
         # The embedded broker deletes a message file when it hands it out: every held message
         # would be lost with a killed worker, not only the running one.
         log.warning(
