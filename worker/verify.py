@@ -56,6 +56,7 @@ HEAD_WINDOW = 4 * HEAD_CONCURRENCY
 """Keys submitted ahead of the oldest unanswered HEAD."""
 THUMBNAIL_FORMATS = ("JPEG", "PNG", "WEBP")
 """A thumbnail is a JPEG; only decoders that never run other programs are offered others."""
+_BOX = "{}x{}".format(*THUMBNAIL_BOX)
 MAX_READ_BYTES = 64 * 1024**2
 """Largest object read whole for a content check (manifest, DZI, thumbnail)."""
 DENIED_HINT = (
@@ -274,13 +275,13 @@ def _check_thumbnail(storage: ReadableStorage, key: str, report: Report) -> None
             if size[0] <= THUMBNAIL_BOX[0] and size[1] <= THUMBNAIL_BOX[1]:
                 image.load()
     except Image.DecompressionBombError:
-        report.add(key, "invalid: the thumbnail's header claims a bomb's size, over 356x200")
+        report.add(key, f"invalid: the thumbnail's header claims a bomb's size, over {_BOX}")
         return
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         report.add(key, f"invalid: the thumbnail does not decode ({exc}); extract it again")
         return
     if size[0] > THUMBNAIL_BOX[0] or size[1] > THUMBNAIL_BOX[1]:
-        report.add(key, f"invalid: the thumbnail is {size[0]}x{size[1]}, over 356x200")
+        report.add(key, f"invalid: the thumbnail is {size[0]}x{size[1]}, over {_BOX}")
 
 
 def check_video(
