@@ -31,12 +31,14 @@ class Claim:
 
 
 def payload_claims(payload: Payload, limits: Limits) -> list[Claim]:
-    """The claims of a payload that are over the limits or contradict each other."""
-    if isinstance(payload, VideoPayload):
-        return _video_claims(payload, limits)
-    if isinstance(payload, SlidePayload):
-        return _slide_claims(payload, limits)
-    assert isinstance(payload, ImagePayload)
+    """The claims of a payload that are over the limits or contradict each other, as its
+    kind's registry entry checks them."""
+    from worker.kinds.registry import kind_of_payload
+
+    return kind_of_payload(payload).claims(payload, limits)
+
+
+def image_claims(payload: ImagePayload, limits: Limits) -> list[Claim]:
     if _area(payload.width, payload.height) > limits.max_image_pixels:
         return [Claim(payload.storage_key, _over("pixels", payload, limits.max_image_pixels))]
     return []
@@ -53,7 +55,7 @@ def _over(what: str, payload: Payload, limit: int) -> str:
     )
 
 
-def _video_claims(payload: VideoPayload, limits: Limits) -> list[Claim]:
+def video_claims(payload: VideoPayload, limits: Limits) -> list[Claim]:
     manifest = payload.storage_frames_manifest_key
     if not 0 <= payload.visible_frames <= payload.total_frames:
         return [Claim(manifest, "invalid: visible_frames must be between 0 and total_frames")]
@@ -84,7 +86,7 @@ def _video_claims(payload: VideoPayload, limits: Limits) -> list[Claim]:
     return []
 
 
-def _slide_claims(payload: SlidePayload, limits: Limits) -> list[Claim]:
+def slide_claims(payload: SlidePayload, limits: Limits) -> list[Claim]:
     if _area(payload.width, payload.height) > limits.max_slide_pixels:
         return [Claim(payload.storage_dzi_key, _over("pixels", payload, limits.max_slide_pixels))]
     most = max_tiles(payload.width, payload.height)

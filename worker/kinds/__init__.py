@@ -16,13 +16,14 @@ modules import their processors, payload models and checks inside functions.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from worker.assets import Asset
+    from worker.claims import Claim
     from worker.config import Limits, Settings
     from worker.layout import SlotLayout
     from worker.media import MediaResult, ProgressCallback, Sink
@@ -78,10 +79,6 @@ class Resolved:
     """(storage key, path relative to the local source folder) of each object to download; the
     first is the file a processor opens."""
 
-    @property
-    def total_bytes(self) -> int:
-        return self.main.size
-
 
 class FolderSource(Protocol):
     """A source made of several objects (a MIRAX slide and its folder, a DICOM series): listed,
@@ -126,6 +123,7 @@ Processor = Callable[[ProcessContext], "MediaResult"]
 PayloadBuilder = Callable[[PayloadInput], "Payload"]
 AssetLister = Callable[["Payload", "SlotLayout | None"], "list[Asset]"]
 ContentCheck = Callable[["Payload", "ReadableStorage", "Report", "Limits"], None]
+ClaimCheck = Callable[["Payload", "Limits"], "list[Claim]"]
 
 
 @dataclass(frozen=True)
@@ -144,17 +142,9 @@ class MediaKind:
     """The keys a payload names beyond its source and thumbnail, for verification."""
     check: ContentCheck
     """Content checks of verification beyond "every key exists" (counts, descriptors)."""
-    result_type: Callable[[], type[Any]] = field(default=lambda: object)
-    """The processor's result class."""
+    claims: ClaimCheck
+    """The payload's counts and sizes against the limits, before any is expanded into keys."""
 
 
 def extensions(*names: str) -> frozenset[str]:
     return frozenset(f".{name}" for name in names)
-
-
-def first_match(checks: Iterable[Sniffer], head: bytes) -> str | None:
-    for check in checks:
-        found = check(head)
-        if found is not None:
-            return found
-    return None

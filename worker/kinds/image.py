@@ -15,6 +15,7 @@ from worker.kinds import Format, MediaKind, PayloadInput, ProcessContext, extens
 
 if TYPE_CHECKING:
     from worker.assets import Asset
+    from worker.claims import Claim
     from worker.config import Limits
     from worker.layout import SlotLayout
     from worker.media import MediaResult
@@ -155,6 +156,12 @@ def _check(payload: Payload, storage: ReadableStorage, report: Report, limits: L
     return None  # the thumbnail and the source's size are checked for every kind
 
 
+def _claims(payload: Payload, limits: Limits) -> list[Claim]:
+    from worker.claims import image_claims
+
+    return image_claims(payload, limits)  # type: ignore[arg-type]
+
+
 def _model() -> type:
     from worker.payloads import ImagePayload
 
@@ -170,4 +177,5 @@ KIND = MediaKind(
     payload_model=_model,
     assets=_assets,
     check=_check,
+    claims=_claims,
 )

@@ -16,6 +16,7 @@ from worker.kinds import Format, MediaKind, PayloadInput, ProcessContext, extens
 
 if TYPE_CHECKING:
     from worker.assets import Asset
+    from worker.claims import Claim
     from worker.config import Limits
     from worker.layout import SlotLayout
     from worker.media import MediaResult
@@ -74,6 +75,12 @@ def _check(payload: Payload, storage: ReadableStorage, report: Report, limits: L
     check_tiles(payload, storage, report)  # type: ignore[arg-type]
 
 
+def _claims(payload: Payload, limits: Limits) -> list[Claim]:
+    from worker.claims import slide_claims
+
+    return slide_claims(payload, limits)  # type: ignore[arg-type]
+
+
 def _model() -> type:
     from worker.payloads import SlidePayload
 
@@ -89,4 +96,5 @@ KIND = MediaKind(
     payload_model=_model,
     assets=_assets,
     check=_check,
+    claims=_claims,
 )

@@ -14,6 +14,7 @@ from worker.kinds import Format, MediaKind, PayloadInput, ProcessContext, extens
 
 if TYPE_CHECKING:
     from worker.assets import Asset
+    from worker.claims import Claim
     from worker.config import Limits
     from worker.layout import SlotLayout
     from worker.media import MediaResult
@@ -103,6 +104,12 @@ def _check(payload: Payload, storage: ReadableStorage, report: Report, limits: L
     check_video(payload, storage, report, limits)  # type: ignore[arg-type]
 
 
+def _claims(payload: Payload, limits: Limits) -> list[Claim]:
+    from worker.claims import video_claims
+
+    return video_claims(payload, limits)  # type: ignore[arg-type]
+
+
 def _model() -> type:
     from worker.payloads import VideoPayload
 
@@ -118,4 +125,5 @@ KIND = MediaKind(
     payload_model=_model,
     assets=_assets,
     check=_check,
+    claims=_claims,
 )
