@@ -68,6 +68,16 @@ def test_a_folder_key_is_an_item_of_the_format_that_lists_folders() -> None:
 def test_listed_keys_group_into_items_through_the_registry() -> None:
     keys = ["a/x.jpg", "s/level-0.dcm", "s/label.dcm", "root.dcm", "top.dcm", "m.mrxs", "m/i.dat"]
     assert registry.item_keys(keys) == ["a/x.jpg", "m.mrxs", "root.dcm", "s/"]
+    # A series claims its instances, not its folder; a MIRAX slide claims its whole folder.
+    keys += ["s/notes.png", "s/sub/a.dcm", "m/sub/x.jpg"]
+    assert registry.item_keys(keys) == [
+        "a/x.jpg",
+        "m.mrxs",
+        "root.dcm",
+        "s/",
+        "s/notes.png",
+        "s/sub/",
+    ]
 
 
 def _python_files() -> list[Path]:

@@ -89,7 +89,8 @@ class FolderSource(Protocol):
 
     def item_key(self, key: str, claimed: set[str]) -> str | None:
         """The item a listed key stands for: itself, its folder, or None when it is a part of
-        an item already seen (the listing is sorted). Adds what it claims to `claimed`."""
+        an item already seen (the listing is sorted). Adds what it claims to `claimed`: a folder
+        (`dir/`, every key under it is part of this item) or a private marker of its own."""
 
 
 Sniffer = Callable[[bytes], str | None]

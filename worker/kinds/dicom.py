@@ -82,11 +82,12 @@ class DicomSource:
     def item_key(self, key: str, claimed: set[str]) -> str | None:
         if not is_instance_key(key):
             return None
-        folder = folder_of(key) or key  # at the bucket root the first instance stands for it
-        if (folder_of(key) or "/") in claimed:
+        # The series is claimed, not its folder: other files in it are items of their own.
+        series = f"{SUFFIX} series in /{folder_of(key)}"
+        if series in claimed:
             return None
-        claimed.add(folder_of(key) or "/")
-        return folder
+        claimed.add(series)
+        return folder_of(key) or key  # at the bucket root the first instance stands for it
 
 
 def _series(

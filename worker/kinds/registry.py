@@ -112,8 +112,7 @@ def check_local(path: Path, limits: Limits) -> None:
 
 
 def kind_of_payload(payload: Payload) -> MediaKind:
-    # Most specific model first: a slide's payload is an image payload too.
-    for candidate in reversed(KINDS):
+    for candidate in KINDS:
         if isinstance(payload, candidate.payload_model()):
             return candidate
     raise TypeError(f"no media kind registers {type(payload).__name__}")
