@@ -154,3 +154,21 @@ def test_the_readme_s_provider_lists_are_the_registry_s() -> None:
     rows = _table_rows(readme, "### What `policy` prints")
     named = [name for row in rows for name in re.findall(r"`([a-z0-9]+)`", row[0])]
     assert sorted(named) == sorted(name for name in PROVIDERS if name != "local")
+
+
+def test_a_provider_whose_sdk_is_missing_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import google.cloud
+
+    monkeypatch.setitem(sys.modules, "google.cloud.storage", None)  # as if not installed
+    monkeypatch.delattr(google.cloud, "storage", raising=False)
+    monkeypatch.delitem(sys.modules, "worker.storage.gcs", raising=False)
+    backend_class.cache_clear()
+    try:
+        with pytest.raises(ConfigError) as err:
+            settings_from_dict({"integrations": {"labs": {"provider": "gcs", "bucket": "labs"}}})
+    finally:
+        backend_class.cache_clear()
+    assert "integration 'labs'" in str(err.value)
+    assert "'google.cloud.storage', which is not installed" in str(err.value)

@@ -93,5 +93,12 @@ def backend_class(provider: str) -> type[Storage]:
     if entry is None:
         raise ValueError(unknown_provider(provider))
     module, _, name = entry.backend.partition(":")
-    backend: type[Storage] = getattr(importlib.import_module(module), name)
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:  # a configuration error, said in one line, not a traceback
+        raise ValueError(
+            f"provider {provider!r} needs the Python package {exc.name!r}, which is not"
+            " installed; reinstall mediaworker with its dependencies"
+        ) from None
+    backend: type[Storage] = getattr(loaded, name)
     return backend
