@@ -13,8 +13,9 @@ import pytest
 from azure.storage.blob import BlobServiceClient, CorsRule
 from ops_support import run_cli, s3_client, write_config
 
-from worker.preflight import CorsRuleView, Outcome, allowed_methods, run_checks
+from worker.preflight import Outcome, allowed_methods, run_checks
 from worker.storage import open_writable
+from worker.storage.base import CorsRule as CorsRuleView
 
 ORIGIN = "https://app.example.com"
 SAMPLE = "clips/a.jpg"

@@ -24,8 +24,7 @@ from worker.errors import MediaWorkerError, NotFound, PermissionDenied
 from worker.layout import probe_key
 from worker.policy import cors_methods
 from worker.storage import open_storage, open_writable
-from worker.storage.base import Capability, ReadableStorage, Storage
-from worker.storage.base import CorsRule as CorsRuleView
+from worker.storage.base import Capability, CorsRule, ReadableStorage, Storage
 from worker.storage.registry import backend_class
 
 log = logging.getLogger(__name__)
@@ -213,7 +212,7 @@ def _origin_matches(pattern: str, origin: str) -> bool:
     return pattern.rstrip("/").lower() == origin.rstrip("/").lower()
 
 
-def allowed_methods(rules: list[CorsRuleView], origin: str) -> set[str]:
+def allowed_methods(rules: list[CorsRule], origin: str) -> set[str]:
     methods: set[str] = set()
     for rule in rules:
         if any(_origin_matches(p, origin) for p in rule.origins):
