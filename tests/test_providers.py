@@ -159,7 +159,7 @@ def test_the_readme_s_provider_lists_are_the_registry_s() -> None:
 def test_a_provider_whose_sdk_is_missing_is_a_configuration_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import google.cloud
+    import google.cloud.storage
 
     monkeypatch.setitem(sys.modules, "google.cloud.storage", None)  # as if not installed
     monkeypatch.delattr(google.cloud, "storage", raising=False)
