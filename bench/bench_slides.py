@@ -204,7 +204,8 @@ def deep_zoom_ours(path: Path, out: Path) -> dict[str, float]:
         open_slide(path) as slide,
         StorageSink(LocalStorage(out), SlotLayout("data", "bench")) as sink,
     ):
-        write_pyramid(slide, deep_zoom(slide), sink, lambda *_: None, background_rgb(slide))
+        pyramid = deep_zoom(slide)
+        write_pyramid(slide, pyramid, sink, lambda *_: None, background_rgb(slide), path=path)
     return _usage(started, out)
 
 

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from xml.etree.ElementTree import Element, ElementTree, SubElement
 
 import openslide
@@ -30,7 +31,7 @@ from openslide import OpenSlide
 from PIL import Image, ImageCms
 
 from worker.layout import Rel
-from worker.media import ProgressCallback, Sink
+from worker.media import ProgressCallback, Sink, jpegtiff
 from worker.media.pyramid import Region, build_levels, level_sizes
 
 log = logging.getLogger(__name__)
@@ -133,11 +134,14 @@ def write_pyramid(
     background: Rgb,
     to_srgb: ImageCms.ImageCmsTransform | None = None,
     threads: int | None = None,
+    path: Path | None = None,
 ) -> int:
-    """Write `Rel.DZI` and every tile; returns the tile count."""
+    """Write `Rel.DZI` and every tile; returns the tile count. With the slide's `path`, the
+    full-resolution level of a plain JPEG TIFF is decoded directly (`worker.media.jpegtiff`)."""
     sink.put_bytes(Rel.DZI, pyramid.dzi().encode(), "application/xml")
     threads = threads or _cpu_count()
-    reader = _BandReader(slide, pyramid, background, to_srgb, threads)
+    direct = jpegtiff.open_level0(path, slide) if path and pyramid.origin == (0, 0) else None
+    reader = _BandReader(slide, pyramid, background, to_srgb, threads, direct)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="deepzoom")
     try:
         writer = _TileWriter(pool, sink, progress, pyramid.tile_count)
@@ -148,6 +152,8 @@ def write_pyramid(
     finally:
         # On failure, reads and encodes not started yet are dropped, not run.
         pool.shutdown(wait=True, cancel_futures=True)
+        if direct is not None:
+            direct.close()
     assert all(level.done for level in levels)
     log.debug("wrote %d Deep Zoom tiles in %d levels", writer.done, pyramid.level_count)
     return writer.done
@@ -183,8 +189,10 @@ class _BandReader:
         background: Rgb,
         to_srgb: ImageCms.ImageCmsTransform | None,
         threads: int,
+        direct: jpegtiff.JpegTiffLevel | None,
     ) -> None:
         self.slide = slide
+        self.direct = direct
         self.pyramid = pyramid
         self.background = background
         self.to_srgb = to_srgb
@@ -246,6 +254,16 @@ class _BandReader:
         return assemble
 
     def _read(self, x: int, y: int, size: tuple[int, int]) -> Band:
+        if self.direct is not None:
+            flat = self.direct.read(x, y, size, self.background)
+        else:
+            flat = self._read_openslide(x, y, size)
+        if self.to_srgb:
+            flat = ImageCms.applyTransform(flat, self.to_srgb)
+        even = x % 2 == 0 and (size[0] % 2 == 0 or x + size[0] == self.pyramid.size[0])
+        return flat, flat.reduce(2) if even else None
+
+    def _read_openslide(self, x: int, y: int, size: tuple[int, int]) -> Image.Image:
         ox, oy = self.pyramid.origin
         region = self.slide.read_region((ox + x, oy + y), 0, size)
         if region.getchannel("A").getextrema() == (255, 255):
@@ -253,10 +271,7 @@ class _BandReader:
         else:
             flat = Image.new("RGB", size, self.background)
             flat.paste(region, mask=region)
-        if self.to_srgb:
-            flat = ImageCms.applyTransform(flat, self.to_srgb)
-        even = x % 2 == 0 and (size[0] % 2 == 0 or x + size[0] == self.pyramid.size[0])
-        return flat, flat.reduce(2) if even else None
+        return flat
 
 
 class _TileWriter:

@@ -69,7 +69,7 @@ def process_slide(
         progress("thumbnail", 1, 1)
         associated = _write_associated(slide, sink, background, to_srgb)
         pyramid = deep_zoom(slide, limit_bounds)
-        tiles = write_pyramid(slide, pyramid, sink, progress, background, to_srgb)
+        tiles = write_pyramid(slide, pyramid, sink, progress, background, to_srgb, path=path)
         return _result(slide, pyramid.level_count, tiles, associated)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,18 +31,46 @@ _WIDTH, _LENGTH, _STRIP_OFFSETS, _ROWS_PER_STRIP = 256, 257, 273, 278
 _TILE_WIDTH, _TILE_LENGTH, _TILE_OFFSETS = 322, 323, 324
 _NDPI_FORMAT = 65420
 """Hamamatsu NDPI: untiled JPEG levels that OpenSlide reads piecewise (restart markers)."""
+BITS, COMPRESSION, PHOTOMETRIC, SAMPLES, PLANAR = 258, 259, 262, 277, 284
+TILE_BYTE_COUNTS, JPEG_TABLES = 325, 347
+WIDTH, LENGTH, TILE_WIDTH, TILE_LENGTH, TILE_OFFSETS = 256, 257, 322, 323, 324
 _WANTED = {_WIDTH, _LENGTH, _STRIP_OFFSETS, _ROWS_PER_STRIP, _TILE_WIDTH, _TILE_LENGTH}
-_WANTED |= {_TILE_OFFSETS, _NDPI_FORMAT}
+_WANTED |= {_TILE_OFFSETS, _NDPI_FORMAT, BITS, COMPRESSION, PHOTOMETRIC, SAMPLES, PLANAR}
+_WANTED |= {TILE_BYTE_COUNTS, JPEG_TABLES}
 _SCALAR = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8
+_ITEM = {1: "B", 7: "B", 3: "H", 4: "I", 16: "Q"}  # BYTE and UNDEFINED as bytes
 
 
 @dataclass
 class Directory:
     values: dict[int, int]
     counts: dict[int, int]
+    places: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """tag -> (field type, file position of the entry's value field) for each wanted tag."""
+    order: str = "<"
+    big: bool = False
 
     def get(self, tag: int, default: int = 0) -> int:
         return self.values.get(tag, default)
+
+    def array(self, stream: BinaryIO, tag: int, size: int, most: int) -> tuple[int, ...]:
+        """Every value of `tag` (empty when absent or of another type), read only when there
+        are at most `most` and the file of `size` bytes holds them all."""
+        if tag not in self.places or self.places[tag][0] not in _ITEM:
+            return ()
+        kind, at = self.places[tag]
+        count = self.counts[tag]
+        if count > most:
+            raise CorruptMedia(f"TIFF tag {tag} lists {count:,} values, more than {most:,}")
+        length = count * struct.calcsize(self.order + _ITEM[kind])
+        if length > (8 if self.big else 4):
+            stream.seek(at)
+            pointer = stream.read(8 if self.big else 4)
+            (at,) = struct.unpack(self.order + ("Q" if self.big else "I"), pointer)
+        if at + length > size:
+            raise CorruptMedia(f"TIFF tag {tag} lists {count:,} values beyond the file's end")
+        stream.seek(at)
+        return struct.unpack(self.order + _ITEM[kind] * count, stream.read(length))
 
 
 def check_tiff_claims(path: Path, limits: Limits) -> None:
@@ -59,6 +87,14 @@ def check_tiff_claims(path: Path, limits: Limits) -> None:
         _check_directory(path.name, number, directory, offset_size, size, limits)
 
 
+def read_directories(stream: BinaryIO, size: int) -> list[Directory]:
+    """Every directory of a TIFF stream of `size` bytes (bounded in number and entries)."""
+    try:
+        return _read_directories(stream, size)[0]
+    except struct.error:
+        raise CorruptMedia("its TIFF directories are cut short") from None
+
+
 def _read_directories(stream: BinaryIO, size: int) -> tuple[list[Directory], int]:
     stream.seek(0)
     head = stream.read(16)
@@ -72,6 +108,7 @@ def _read_directories(stream: BinaryIO, size: int) -> tuple[list[Directory], int
             break
         seen.add(offset)
         directory, offset = _read_directory(stream, offset, order, big)
+        directory.order, directory.big = order, big
         directories.append(directory)
     return directories, 8 if big else 4
 
@@ -90,8 +127,10 @@ def _read_directory(stream: BinaryIO, at: int, order: str, big: bool) -> tuple[D
             continue
         (number,) = struct.unpack_from(order + ("Q" if big else "I"), entry, 4)
         directory.counts[tag] = number
+        value_at = 12 if big else 8
+        entry_at = at + struct.calcsize(count_format) + i * entry_size
+        directory.places[tag] = (kind, entry_at + value_at)
         if kind in _SCALAR and number >= 1:
-            value_at = 12 if big else 8
             directory.values[tag] = struct.unpack_from(order + _SCALAR[kind], entry, value_at)[0]
     (following,) = struct.unpack(order + next_format, stream.read(struct.calcsize(next_format)))
     return directory, following
