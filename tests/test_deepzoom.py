@@ -12,8 +12,9 @@ import pytest
 from openslide.deepzoom import DeepZoomGenerator
 from PIL import Image
 
-from fixtures.slides import generate_slides
+from fixtures.slides import generate_slides, write_jpeg_tiff
 from worker.layout import Rel
+from worker.media import jpegtiff
 from worker.media.deepzoom import OVERLAP, TILE_JPEG_QUALITY, TILE_SIZE, deep_zoom, write_pyramid
 from worker.media.slide import background_rgb, open_slide
 
@@ -39,10 +40,24 @@ class MemorySink:
 
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return generate_slides(tmp_path_factory.mktemp("slides"))
+    dest = tmp_path_factory.mktemp("slides")
+    return {
+        **generate_slides(dest),
+        "jpeg_tiff": write_jpeg_tiff(dest / "jpeg" / "ycbcr.tiff"),
+        "rgb_jpeg_tiff": write_jpeg_tiff(dest / "jpeg" / "rgb.tiff", rgb_jpeg=True),
+    }
 
 
-CASES = [("mirax", False), ("mirax", True), ("tiled_tiff", False)]
+CASES = [
+    ("mirax", False),
+    ("mirax", True),
+    ("tiled_tiff", False),
+    ("jpeg_tiff", False),
+    ("rgb_jpeg_tiff", False),
+]
+DIRECT = {"jpeg_tiff": "YCbCr", "rgb_jpeg_tiff": "RGB"}
+"""Slides whose full-resolution JPEG tiles are decoded without OpenSlide -> their JPEG colour
+space; the others (MIRAX, a deflate TIFF) are read through OpenSlide."""
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: f"{c[0]}-bounds-{c[1]}")
@@ -52,9 +67,23 @@ def pyramid(request: pytest.FixtureRequest, slides: dict[str, Path]):  # type: i
     with open_slide(slides[name]) as slide:
         sink = MemorySink()
         plan = deep_zoom(slide, limit_bounds)
-        count = write_pyramid(slide, plan, sink, lambda *_: None, background_rgb(slide))
+        count = write_pyramid(
+            slide, plan, sink, lambda *_: None, background_rgb(slide), path=slides[name]
+        )
         generator = DeepZoomGenerator(slide, TILE_SIZE, OVERLAP, limit_bounds=limit_bounds)
         yield sink.outputs, generator, plan, count
+
+
+@pytest.mark.parametrize("name", ["mirax", "tiled_tiff", "jpeg_tiff", "rgb_jpeg_tiff"])
+def test_plain_jpeg_tiffs_are_decoded_directly_and_the_rest_through_openslide(
+    slides: dict[str, Path], name: str
+) -> None:
+    """The pixel checks below then cover both readers."""
+    with open_slide(slides[name]) as slide:
+        direct = jpegtiff.open_level0(slides[name], slide)
+        assert (direct and direct.jpeg_mode) == DIRECT.get(name)
+        if direct:
+            direct.close()
 
 
 def test_geometry_and_descriptor_match_openslide(pyramid) -> None:  # type: ignore[no-untyped-def]

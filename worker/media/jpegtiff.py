@@ -19,10 +19,11 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from pathlib import Path
 
 from openslide import OpenSlide
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from worker.errors import CorruptMedia
 from worker.media import tiffheader as t
@@ -67,12 +68,22 @@ class JpegTiffLevel:
 
     def read(self, x: int, y: int, size: tuple[int, int], background: Rgb) -> Image.Image:
         """The RGB pixels of `size` at (x, y), missing tiles in `background`."""
-        out = Image.new("RGB", size, background)
-        for row in range(y // self.tile_h, math.ceil((y + size[1]) / self.tile_h)):
-            for col in range(x // self.tile_w, math.ceil((x + size[0]) / self.tile_w)):
-                tile = self.tile(col, row)
-                if tile is not None:
-                    out.paste(tile, (col * self.tile_w - x, row * self.tile_h - y))
+        rows = range(y // self.tile_h, math.ceil((y + size[1]) / self.tile_h))
+        cols = range(x // self.tile_w, math.ceil((x + size[0]) / self.tile_w))
+        tiles = [(col, row, self.tile(col, row)) for row in rows for col in cols]
+        if (
+            len(tiles) == 1
+            and tiles[0][2] is not None
+            and (x, y) == (cols[0] * self.tile_w, rows[0] * self.tile_h)
+            and size == tiles[0][2].size
+        ):
+            return tiles[0][2]
+        # Filled only where a tile is missing: filling costs as much as pasting.
+        complete = all(tile is not None for _, _, tile in tiles)
+        out = Image.new("RGB", size, None if complete else background)
+        for col, row, tile in tiles:
+            if tile is not None:
+                out.paste(tile, (col * self.tile_w - x, row * self.tile_h - y))
         return out
 
     def tile(self, col: int, row: int) -> Image.Image | None:
@@ -84,8 +95,8 @@ class JpegTiffLevel:
         where = f"{self.name}: JPEG tile ({col}, {row}) of the full-resolution level"
         if count > self.max_tile_bytes or offset + count > self.file_size:
             raise CorruptMedia(
-                f"{where} claims {count:,} bytes at offset {offset:,}, beyond the file's"
-                f" {self.file_size:,} bytes or its pixels; upload the original slide again"
+                f"{where} lies beyond the file's end or is longer than its pixels could need;"
+                " upload the original slide again"
             )
         data = os.pread(self.fd, count, offset)
         if self.prefix and data.startswith(b"\xff\xd8"):
@@ -93,8 +104,10 @@ class JpegTiffLevel:
         try:
             return self._decode(data)
         except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            said = "not JPEG data" if isinstance(exc, UnidentifiedImageError) else str(exc)
+            said = re.sub(r"\s*\(\d+ bytes not processed\)", "", said)
             raise CorruptMedia(
-                f"{where} does not decode ({exc}); upload the original slide again"
+                f"{where} does not decode ({said}); upload the original slide again"
             ) from None
 
     def _decode(self, data: bytes) -> Image.Image:
