@@ -17,6 +17,10 @@ Each measurement runs in a fresh process so that OpenSlide's tile cache and the 
   OpenSlide. The two alternate, `--rounds` times.
 
     .venv/bin/python bench/bench_slides.py [--work bench/.work/slides] [--rounds 2]
+        [--deep-zoom-only]
+
+Ours decodes the TIFF's JPEG tiles directly (`worker.media.jpegtiff`) and reads the MIRAX slide
+through OpenSlide; the last lines time each of those level-0 reads alone.
 """
 
 from __future__ import annotations
@@ -228,8 +232,8 @@ def deep_zoom_vips(path: Path, out: Path) -> dict[str, float]:
 
 
 def read_level0_only(path: Path) -> dict[str, float]:
-    """Only OpenSlide's `read_region` over the whole full-resolution level, in bands of 256 rows
-    on one thread: the floor of any pyramid read through OpenSlide."""
+    """OpenSlide read_region of the TIFF's full-resolution level alone (one thread):
+    in bands of 256 rows: the floor of any pyramid read through OpenSlide."""
     import openslide
 
     started = time.perf_counter()
@@ -245,15 +249,38 @@ def read_level0_only(path: Path) -> dict[str, float]:
     }
 
 
+def read_level0_direct(path: Path) -> dict[str, float]:
+    """Our direct JPEG tile reader on the TIFF's full-resolution level alone (one thread):
+    in bands of 256 rows, as the pyramid reads it from a plain JPEG TIFF."""
+    import openslide
+
+    from worker.media.jpegtiff import open_level0
+
+    started = time.perf_counter()
+    with openslide.OpenSlide(path) as slide:
+        reader = open_level0(path, slide)
+        assert reader is not None, "not read directly"
+        width, height = slide.dimensions
+        for y in range(0, height, 256):
+            reader.read(0, y, (width, min(256, height - y)), (255, 255, 255))
+        reader.close()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "wall": time.perf_counter() - started,
+        "cpu": usage.ru_utime + usage.ru_stime,
+        "pixels": width * height,
+    }
+
+
 def compare_deep_zoom(work: Path, inputs: dict[str, tuple[Path, Path]], rounds: int) -> None:
     """Each input: (what we read, what libvips reads), measured alternately, each in a fresh
     process writing into an empty folder."""
     print("| input | round | tool | tiles | wall (s) | CPU (s) | tiles/s | peak RSS (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    ratios: dict[str, list[float]] = {}
+    ratios: dict[str, list[str]] = {}
     for name, (ours_reads, vips_reads) in inputs.items():
         for round_ in range(1, rounds + 1):
-            walls = {}
+            runs = {}
             for tool, function, source in (
                 ("mediaworker", deep_zoom_ours, ours_reads),
                 ("libvips dzsave", deep_zoom_vips, vips_reads),
@@ -262,16 +289,21 @@ def compare_deep_zoom(work: Path, inputs: dict[str, tuple[Path, Path]], rounds: 
                 shutil.rmtree(out, ignore_errors=True)
                 out.mkdir(parents=True)
                 r = in_fresh_process(function, source, out)
-                walls[tool] = r["wall"]
+                runs[tool] = r
                 print(
                     f"| {name} | {round_} | {tool} | {int(r['tiles'])} | {r['wall']:.2f} |"
                     f" {r['cpu']:.2f} | {r['tiles'] / r['wall']:.0f} | {r['peak_mb']:.0f} |"
                 )
-            ratios.setdefault(name, []).append(walls["libvips dzsave"] / walls["mediaworker"])
+            ours, vips = runs["mediaworker"], runs["libvips dzsave"]
+            ratios.setdefault(name, []).append(
+                f"wall {vips['wall'] / ours['wall']:.2f}x, CPU {vips['cpu'] / ours['cpu']:.2f}x,"
+                f" tiles {'equal' if ours['tiles'] == vips['tiles'] else 'DIFFER'},"
+                f" peak {ours['peak_mb']:.0f} MB ({'under' if ours['peak_mb'] < 300 else 'OVER'}"
+                " 300 MB)"
+            )
     print()
     for name, values in ratios.items():
-        shown = ", ".join(f"{v:.2f}x" for v in values)
-        print(f"{name}: mediaworker speed / libvips speed (wall), per round: {shown}")
+        print(f"{name}: mediaworker speed / libvips speed, per round: " + "; ".join(values))
 
 
 def in_fresh_process(function, *args):  # type: ignore[no-untyped-def]
@@ -283,10 +315,32 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--work", type=Path, default=Path("bench/.work/slides"))
     parser.add_argument("--rounds", type=int, default=2, help="Deep Zoom comparisons to run")
+    parser.add_argument(
+        "--deep-zoom-only", action="store_true", help="skip the thumbnail against slide size"
+    )
     args = parser.parse_args()
     slides = write_slides(args.work)
     slides["tiff"] = write_texture_tiff(args.work / "texture.tiff")
     slides["16k-tiff"] = write_mirax_as_tiff(args.work / "16k.tiff", layout_for(*SIZES["16k"]))
+    if not args.deep_zoom_only:
+        compare_thumbnails(slides)
+    inputs = {
+        f"{TIFF_SIDE}^2 JPEG TIFF": (slides["tiff"], slides["tiff"]),
+        "16k MIRAX (libvips: its pixels as TIFF)": (slides["16k"], slides["16k-tiff"]),
+    }
+    compare_deep_zoom(args.work, inputs, args.rounds)
+    print()
+    for reader in (read_level0_only, read_level0_direct):
+        read = in_fresh_process(reader, slides["tiff"])
+        print(
+            f"{reader.__doc__.splitlines()[0]} {read['cpu']:.2f} CPU-s,"
+            f" {read['cpu'] / read['pixels'] * 1e9:.1f} ns per pixel"
+        )
+    shutil.rmtree(args.work, ignore_errors=True)
+    return 0
+
+
+def compare_thumbnails(slides: dict[str, Path]) -> None:
     print("| slide | size | open (s) | thumbnail (s) | level read | pixels read | peak RSS (MB) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     thumbs = {}
@@ -303,18 +357,6 @@ def main() -> int:
         )
     ratio = thumbs["64k"]["thumb_s"] / thumbs["4k"]["thumb_s"]
     print(f"\nthumbnail time 64k / 4k: {ratio:.2f}x for a slide 256x larger in pixels\n")
-    inputs = {
-        f"{TIFF_SIDE}^2 JPEG TIFF": (slides["tiff"], slides["tiff"]),
-        "16k MIRAX (libvips: its pixels as TIFF)": (slides["16k"], slides["16k-tiff"]),
-    }
-    compare_deep_zoom(args.work, inputs, args.rounds)
-    read = in_fresh_process(read_level0_only, slides["tiff"])
-    print(
-        f"\nOpenSlide read_region of the TIFF's full-resolution level alone (one thread):"
-        f" {read['cpu']:.2f} CPU-s, {read['cpu'] / read['pixels'] * 1e9:.1f} ns per pixel"
-    )
-    shutil.rmtree(args.work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

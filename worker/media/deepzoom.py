@@ -4,7 +4,8 @@ parallel, written through the sink.
 Tiles are 254 px with 1 px overlap (SPEC 4.3), so most are 256 px square, the size viewers fetch
 best. The geometry, names and sizes are those of OpenSlide's `DeepZoomGenerator`. Instead of
 reading every tile of every level from the slide, the full-resolution image is read in bands of
-whole rows (several at once: OpenSlide decodes without holding the GIL) and each lower level is
+whole rows (several at once: OpenSlide decodes without holding the GIL; a plain JPEG TIFF or SVS
+is decoded tile by tile without OpenSlide, `worker.media.jpegtiff`) and each lower level is
 made from the one above by halving (`worker.media.pyramid`), as libvips' `dzsave` does. Unscanned
 areas (transparent in OpenSlide) are composited on the slide's background colour; rows and
 columns outside the slide's reported bounds are not read at all. Tiles of one flat colour, such
