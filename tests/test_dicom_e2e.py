@@ -1,5 +1,6 @@
 """DICOM whole-slide images end to end: `mediaworker process` on the S3 server (moto) and on
-Azurite lists the series' folder, fetches its instances and writes the slide layout; a series
+Azurite lists the series' folder, fetches its instances and writes the slide layout, which
+`verify` passes in place and `preextract` of the bucket makes again as one item; a series
 missing a level fails as `slide_incomplete` on both; a refused listing names s3:ListBucket;
 `preextract` of a local folder makes one item of the series and `verify` of the uploaded result
 passes; `reprocess` of a bucket enqueues the series once, by its folder, and skips it once done."""
@@ -104,6 +105,20 @@ def test_process_dicom_lists_its_folder_and_writes_the_slide_layout(
         pixel = thumbnail.getpixel((x * 267 // 1024, y * 200 // 768))
         assert all(abs(a - b) <= 30 for a, b in zip(pixel, mark.rgb, strict=True)), mark.name
     assert json.loads(storage.read_bytes(layout.metadata_key))["payload"] == payload
+
+    # Verified in place as a read-only integration would be: every key, the thumbnail, the tiles.
+    readonly = integration.model_copy(update={"name": "ro", "readonly": True})
+    ro_config = write_config(tmp_path / "ro.toml", readonly)
+    assert _process(capsys, ro_config, "ro", key)["status"] == "ok"
+    # Pre-extracted from the bucket itself: the folder's instances are one item, its folder.
+    out = tmp_path / "out"
+    code, lines, err = run_cli(
+        capsys, "preextract", f"{integration.name}:{folder_key}", "--out", str(out),
+        "--json", "--config", str(config),
+    )  # fmt: skip
+    extracted = [json.loads(line) for line in lines.splitlines()]
+    assert code == 0 and [(r["key"], r["status"]) for r in extracted] == [(folder_key, "ok")], err
+    assert list(read_registration(out / "registration.jsonl")) == [folder_key + "level-0.dcm"]
 
 
 @pytest.mark.parametrize("kind", ["s3", "azure"])
