@@ -15,7 +15,7 @@ from tasks.items import TASKS
 from worker import celery_app, queue
 from worker.config import Settings
 from worker.items import Item, ItemType
-from worker.kinds import registry
+from worker.kinds import imported, registry
 from worker.media.sniff import sniff
 from worker.reprocess import type_of_key
 
@@ -121,6 +121,16 @@ def test_no_other_module_keeps_its_own_extension_set_or_kind_table() -> None:
         if named:
             offenders.append(f"{where}: {named}")
     assert not offenders, offenders
+
+
+def test_every_step_a_kind_names_late_exists() -> None:
+    """A kind names its payload builder and verification steps as `module:name`, imported on
+    first use: a typo must fail here, not on the first item of that kind."""
+    for kind in registry.KINDS:
+        assert isinstance(imported(kind.payload_model), type), kind.name
+        for step in (kind.payload, kind.assets, kind.claims, kind.check):
+            if step is not None and ":" in step.__qualname__:
+                assert callable(imported(step.__qualname__)), (kind.name, step.__qualname__)
 
 
 def test_an_item_of_each_kind_is_accepted() -> None:

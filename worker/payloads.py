@@ -17,7 +17,7 @@ from worker.errors import Reason
 from worker.items import Item
 from worker.kinds import PayloadInput
 from worker.layout import Rel, SlotLayout
-from worker.media import HlsRendition, SlideResult, VideoResult
+from worker.media import HlsRendition, ImageResult, SlideResult, VideoResult
 
 
 class _Payload(BaseModel):
@@ -93,6 +93,15 @@ def common_fields(given: PayloadInput) -> dict[str, Any]:
         "width": given.result.width,
         "height": given.result.height,
     }
+
+
+def image_payload(given: PayloadInput) -> ImagePayload:
+    result = given.result
+    assert isinstance(result, ImageResult)
+    display = given.layout.key(result.display_rel) if result.display_rel else None
+    return ImagePayload(
+        **common_fields(given), size_bytes=given.source.size, storage_display_key=display
+    )
 
 
 def slide_payload(given: PayloadInput) -> SlidePayload:

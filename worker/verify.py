@@ -38,6 +38,7 @@ from worker.layout import TILE_NAME, Rel, SlotLayout, section_key, section_patte
 from worker.media import THUMBNAIL_BOX
 from worker.payloads import (
     AssetProblem,
+    ImagePayload,
     ItemResult,
     Metadata,
     Payload,
@@ -133,7 +134,8 @@ def verify_payload(
     keys += kind.assets(payload, slot)
     infos = _check_objects(storage, keys, report)
     _check_thumbnail(storage, payload.storage_thumbnail_key, report)
-    kind.check(payload, storage, report, limits)
+    if kind.check is not None:
+        kind.check(payload, storage, report, limits)
     _check_source_size(payload, infos.get(payload.storage_key), report)
     return report
 
@@ -179,6 +181,14 @@ def _metadata(layout: SlotLayout, storage: ReadableStorage, report: Report) -> M
             " extract the item again",
         )
         return None
+
+
+def image_assets(payload: ImagePayload, slot: SlotLayout | None) -> list[Asset]:
+    return [payload.storage_display_key] if payload.storage_display_key else []
+
+
+def slide_assets(payload: SlidePayload, slot: SlotLayout | None) -> list[Asset]:
+    return [payload.storage_dzi_key, *payload.storage_associated_keys.values()]
 
 
 def video_assets(payload: VideoPayload, slot: SlotLayout | None) -> list[Asset]:
@@ -346,7 +356,10 @@ def _check_gzip(storage: ReadableStorage, key: str, report: Report, cap: int) ->
         report.add(key, f"invalid: {exc}; extract it again")
 
 
-def check_tiles(payload: SlidePayload, storage: ReadableStorage, report: Report) -> None:
+def check_tiles(
+    payload: SlidePayload, storage: ReadableStorage, report: Report, limits: Limits | None = None
+) -> None:
+    """The Deep Zoom descriptor describes this slide, and every tile it names exists."""
     key = payload.storage_dzi_key
     data = _read_for_check(storage, key, report)
     slot = SlotLayout.containing(key)

@@ -16,6 +16,7 @@ modules import their processors, payload models and checks inside functions.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -137,15 +138,33 @@ class MediaKind:
     """The Celery task name producers send to (see docs/queue.md)."""
     process: Processor
     payload: PayloadBuilder
-    payload_model: Callable[[], type[Any]]
-    """The payload class (imported late: payloads import the item types)."""
+    payload_model: str
+    """The payload class, as `module:name` (imported late: payloads import the item types)."""
     assets: AssetLister
     """The keys a payload names beyond its source and thumbnail, for verification."""
-    check: ContentCheck
-    """Content checks of verification beyond "every key exists" (counts, descriptors)."""
     claims: ClaimCheck
     """The payload's counts and sizes against the limits, before any is expanded into keys."""
+    check: ContentCheck | None = None
+    """Content checks of verification beyond "every key exists" and the thumbnail (counts,
+    descriptors)."""
 
 
 def extensions(*names: str) -> frozenset[str]:
     return frozenset(f".{name}" for name in names)
+
+
+def imported(target: str) -> Any:
+    """`module:name`, imported."""
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """A function that calls `module:name`, imported on the first call: a kind's entry names
+    its payload builder and verification steps without importing them (see the docstring)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return imported(target)(*args, **kwargs)
+
+    call.__qualname__ = call.__name__ = target
+    return call

@@ -11,17 +11,10 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from worker.kinds import Format, MediaKind, PayloadInput, ProcessContext, extensions
+from worker.kinds import Format, MediaKind, ProcessContext, extensions, lazy
 
 if TYPE_CHECKING:
-    from worker.assets import Asset
-    from worker.claims import Claim
-    from worker.config import Limits
-    from worker.layout import SlotLayout
     from worker.media import MediaResult
-    from worker.payloads import Payload
-    from worker.storage.base import ReadableStorage
-    from worker.verify import Report
 
 NAME = "image"
 
@@ -135,47 +128,13 @@ def _process(ctx: ProcessContext) -> MediaResult:
     )
 
 
-def _payload(given: PayloadInput) -> Payload:
-    from worker.media import ImageResult
-    from worker.payloads import ImagePayload, common_fields
-
-    result = given.result
-    assert isinstance(result, ImageResult)
-    display = given.layout.key(result.display_rel) if result.display_rel else None
-    return ImagePayload(
-        **common_fields(given), size_bytes=given.source.size, storage_display_key=display
-    )
-
-
-def _assets(payload: Payload, slot: SlotLayout | None) -> list[Asset]:
-    display = getattr(payload, "storage_display_key", None)
-    return [display] if display else []
-
-
-def _check(payload: Payload, storage: ReadableStorage, report: Report, limits: Limits) -> None:
-    return None  # the thumbnail and the source's size are checked for every kind
-
-
-def _claims(payload: Payload, limits: Limits) -> list[Claim]:
-    from worker.claims import image_claims
-
-    return image_claims(payload, limits)  # type: ignore[arg-type]
-
-
-def _model() -> type:
-    from worker.payloads import ImagePayload
-
-    return ImagePayload
-
-
 KIND = MediaKind(
     name=NAME,
     queue="images",
     task="mediaworker.process_image",
     process=_process,
-    payload=_payload,
-    payload_model=_model,
-    assets=_assets,
-    check=_check,
-    claims=_claims,
+    payload=lazy("worker.payloads:image_payload"),
+    payload_model="worker.payloads:ImagePayload",
+    assets=lazy("worker.verify:image_assets"),
+    claims=lazy("worker.claims:image_claims"),
 )

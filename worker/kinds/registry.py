@@ -11,7 +11,17 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.kinds import FolderSource, Format, MediaKind, dicom, image, mirax, slide, video
+from worker.kinds import (
+    FolderSource,
+    Format,
+    MediaKind,
+    dicom,
+    image,
+    imported,
+    mirax,
+    slide,
+    video,
+)
 
 if TYPE_CHECKING:
     from worker.config import Limits
@@ -113,7 +123,7 @@ def check_local(path: Path, limits: Limits) -> None:
 
 def kind_of_payload(payload: Payload) -> MediaKind:
     for candidate in KINDS:
-        if isinstance(payload, candidate.payload_model()):
+        if isinstance(payload, imported(candidate.payload_model)):
             return candidate
     raise TypeError(f"no media kind registers {type(payload).__name__}")
 

@@ -12,17 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from worker.kinds import Format, MediaKind, PayloadInput, ProcessContext, extensions
+from worker.kinds import Format, MediaKind, ProcessContext, extensions, lazy
 
 if TYPE_CHECKING:
-    from worker.assets import Asset
-    from worker.claims import Claim
     from worker.config import Limits
-    from worker.layout import SlotLayout
     from worker.media import MediaResult
-    from worker.payloads import Payload
-    from worker.storage.base import ReadableStorage
-    from worker.verify import Report
 
 NAME = "slide"
 
@@ -59,42 +53,14 @@ def _process(ctx: ProcessContext) -> MediaResult:
     return process_slide(ctx.path, ctx.sink, limits, ctx.progress, checked=True)
 
 
-def _payload(given: PayloadInput) -> Payload:
-    from worker.payloads import slide_payload
-
-    return slide_payload(given)
-
-
-def _assets(payload: Payload, slot: SlotLayout | None) -> list[Asset]:
-    return [payload.storage_dzi_key, *payload.storage_associated_keys.values()]  # type: ignore[union-attr]
-
-
-def _check(payload: Payload, storage: ReadableStorage, report: Report, limits: Limits) -> None:
-    from worker.verify import check_tiles
-
-    check_tiles(payload, storage, report)  # type: ignore[arg-type]
-
-
-def _claims(payload: Payload, limits: Limits) -> list[Claim]:
-    from worker.claims import slide_claims
-
-    return slide_claims(payload, limits)  # type: ignore[arg-type]
-
-
-def _model() -> type:
-    from worker.payloads import SlidePayload
-
-    return SlidePayload
-
-
 KIND = MediaKind(
     name=NAME,
     queue="slides",
     task="mediaworker.process_slide",
     process=_process,
-    payload=_payload,
-    payload_model=_model,
-    assets=_assets,
-    check=_check,
-    claims=_claims,
+    payload=lazy("worker.payloads:slide_payload"),
+    payload_model="worker.payloads:SlidePayload",
+    assets=lazy("worker.verify:slide_assets"),
+    claims=lazy("worker.claims:slide_claims"),
+    check=lazy("worker.verify:check_tiles"),
 )

@@ -10,17 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from worker.kinds import Format, MediaKind, PayloadInput, ProcessContext, extensions
+from worker.kinds import Format, MediaKind, ProcessContext, extensions, lazy
 
 if TYPE_CHECKING:
-    from worker.assets import Asset
-    from worker.claims import Claim
-    from worker.config import Limits
-    from worker.layout import SlotLayout
     from worker.media import MediaResult
-    from worker.payloads import Payload
-    from worker.storage.base import ReadableStorage
-    from worker.verify import Report
 
 NAME = "video"
 
@@ -86,44 +79,14 @@ def _process(ctx: ProcessContext) -> MediaResult:
     )  # fmt: skip
 
 
-def _payload(given: PayloadInput) -> Payload:
-    from worker.payloads import video_payload
-
-    return video_payload(given)
-
-
-def _assets(payload: Payload, slot: SlotLayout | None) -> list[Asset]:
-    from worker.verify import video_assets
-
-    return video_assets(payload, slot)  # type: ignore[arg-type]
-
-
-def _check(payload: Payload, storage: ReadableStorage, report: Report, limits: Limits) -> None:
-    from worker.verify import check_video
-
-    check_video(payload, storage, report, limits)  # type: ignore[arg-type]
-
-
-def _claims(payload: Payload, limits: Limits) -> list[Claim]:
-    from worker.claims import video_claims
-
-    return video_claims(payload, limits)  # type: ignore[arg-type]
-
-
-def _model() -> type:
-    from worker.payloads import VideoPayload
-
-    return VideoPayload
-
-
 KIND = MediaKind(
     name=NAME,
     queue="videos",
     task="mediaworker.process_video",
     process=_process,
-    payload=_payload,
-    payload_model=_model,
-    assets=_assets,
-    check=_check,
-    claims=_claims,
+    payload=lazy("worker.payloads:video_payload"),
+    payload_model="worker.payloads:VideoPayload",
+    assets=lazy("worker.verify:video_assets"),
+    claims=lazy("worker.claims:video_claims"),
+    check=lazy("worker.verify:check_video"),
 )
