@@ -14,7 +14,7 @@ from PIL import Image
 
 from fixtures.slides import generate_slides, write_jpeg_tiff
 from worker.layout import Rel
-from worker.media import jpegtiff
+from worker.media import deepzoom, jpegtiff
 from worker.media.deepzoom import OVERLAP, TILE_JPEG_QUALITY, TILE_SIZE, deep_zoom, write_pyramid
 from worker.media.slide import background_rgb, open_slide
 
@@ -131,3 +131,30 @@ def test_halved_levels_match_openslide_within_jpeg_noise(pyramid, below_top: int
         difference = np.abs(np.asarray(ours, np.int16) - np.asarray(expected, np.int16))
         assert difference.mean() <= MEAN_TOLERANCE, (level, address, difference.mean())
         assert (difference > OFF).mean() <= OFF_SHARE, (level, address)
+
+
+@pytest.mark.parametrize(("name", "limit_bounds"), [("jpeg_tiff", False), ("mirax", True)])
+def test_a_wide_slide_made_in_stripes_has_the_same_tiles(
+    slides: dict[str, Path], name: str, limit_bounds: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stripes narrower than the slide, and a small whole level, give the bytes of the pyramid
+    made in one piece: halving and tile edges agree across stripe boundaries."""
+
+    def pyramid() -> dict[str, bytes]:
+        with open_slide(slides[name]) as slide:
+            sink = MemorySink()
+            plan = deep_zoom(slide, limit_bounds)
+            background = background_rgb(slide)
+            write_pyramid(slide, plan, sink, lambda *_: None, background, path=slides[name])
+            return sink.outputs
+
+    whole = pyramid()
+    monkeypatch.setattr(deepzoom, "STRIPE_WIDTH", 600)
+    monkeypatch.setattr(deepzoom, "WHOLE_LEVEL_BYTES", 400 * 1024)
+    with open_slide(slides[name]) as slide:
+        size = deep_zoom(slide, limit_bounds).size
+    depth, stripes = deepzoom.plan_stripes(*size)
+    assert len(stripes) >= 2 and depth >= 2, (depth, stripes)
+    striped = pyramid()
+    assert striped.keys() == whole.keys()
+    assert [rel for rel in whole if striped[rel] != whole[rel]] == []

@@ -33,7 +33,7 @@ from PIL import Image, ImageCms
 
 from worker.layout import Rel
 from worker.media import ProgressCallback, Sink, jpegtiff
-from worker.media.pyramid import Region, build_levels, level_sizes
+from worker.media.pyramid import Canvas, Region, build_levels, build_stripe, level_sizes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,11 @@ BAND_PIXELS = 4 * 1024**2
 BANDS_AHEAD = 2
 """Bands being read while the pyramid takes in the current one (keeps the pool busy when the
 main thread waits for a core)."""
+STRIPE_WIDTH = 16384
+"""Full-resolution columns a slide is read in at most (about: stripes are a multiple of a
+tile of the smallest level they make), so that memory does not grow with the slide's width."""
+WHOLE_LEVEL_BYTES = 32 * 1024**2
+"""The largest level held whole (as 4-byte pixels) when a wide slide is made in stripes."""
 READ_PIXELS = 1024**2
 """Pixels per read from the slide at most (4 MB as RGBA)."""
 TILES_IN_FLIGHT = 128
@@ -142,22 +147,75 @@ def write_pyramid(
     sink.put_bytes(Rel.DZI, pyramid.dzi().encode(), "application/xml")
     threads = threads or _cpu_count()
     direct = jpegtiff.open_level0(path, slide) if path and pyramid.origin == (0, 0) else None
-    reader = _BandReader(slide, pyramid, background, to_srgb, threads, direct)
+    source = _Source(slide, pyramid, background, to_srgb, direct)
     pool = ThreadPoolExecutor(threads, thread_name_prefix="deepzoom")
     try:
         writer = _TileWriter(pool, sink, progress, pyramid.tile_count)
-        top, levels = build_levels(*pyramid.size, TILE_SIZE, OVERLAP, writer.submit)
-        for band in reader.prefetched(pool):
-            top.push(*band())
+        depth, stripes = plan_stripes(*pyramid.size)
+        sizes = pyramid.level_dimensions
+        below = None if depth == len(sizes) else Image.new("RGB", sizes[-1 - depth])
+        for owned in stripes:
+            _write_stripe(source, pool, writer, owned, depth, threads, below)
+        if below is not None:
+            # The smaller levels, from the level the stripes made whole together.
+            top, levels = build_levels(*below.size, TILE_SIZE, OVERLAP, writer.submit)
+            top.push(below)
+            assert all(level.done for level in levels)
         writer.finish()
     finally:
         # On failure, reads and encodes not started yet are dropped, not run.
         pool.shutdown(wait=True, cancel_futures=True)
         if direct is not None:
             direct.close()
-    assert all(level.done for level in levels)
     log.debug("wrote %d Deep Zoom tiles in %d levels", writer.done, pyramid.level_count)
     return writer.done
+
+
+def plan_stripes(width: int, height: int) -> tuple[int, list[tuple[int, int]]]:
+    """(levels made stripe by stripe, each stripe's full-resolution columns (x0, x1) whose
+    tiles it cuts). A slide up to `STRIPE_WIDTH` wide is one stripe making every level; a wider
+    one is cut into stripes of about that width, each making the largest levels down to one
+    small enough to hold whole (`WHOLE_LEVEL_BYTES`), from which the rest are made: memory
+    then depends on neither the slide's width nor its height."""
+    levels = len(level_sizes(width, height))
+    if width <= STRIPE_WIDTH:
+        return levels, [(0, width)]
+    depth = 1
+    while depth < levels - 1 and _pixels(width, height, depth) * 4 > WHOLE_LEVEL_BYTES:
+        depth += 1
+    unit = TILE_SIZE << (depth - 1)
+    step = max(1, STRIPE_WIDTH // unit) * unit
+    return depth, [(x, min(x + step, width)) for x in range(0, width, step)]
+
+
+def _pixels(width: int, height: int, halvings: int) -> int:
+    scale = 1 << halvings
+    return math.ceil(width / scale) * math.ceil(height / scale)
+
+
+def _write_stripe(
+    source: _Source,
+    pool: ThreadPoolExecutor,
+    writer: _TileWriter,
+    owned: tuple[int, int],
+    depth: int,
+    threads: int,
+    below: Image.Image | None,
+) -> None:
+    width = source.pyramid.size[0]
+    # Columns read: the owned ones and what their tiles' overlap and halving need, aligned so
+    # that halving the stripe alone gives the whole image's pixels.
+    align, margin = 1 << depth, 1 << (depth - 1)
+    x0 = max(0, (owned[0] - margin) // align * align)
+    x1 = min(width, math.ceil((owned[1] + margin) / align) * align)
+    canvas = None if below is None else Canvas(below, x0 >> depth)
+    top, levels = build_stripe(
+        source.pyramid.size, (x0, x1), owned, depth, TILE_SIZE, OVERLAP, writer.submit, canvas
+    )
+    reader = _BandReader(source, (x0, x1), threads)
+    for band in reader.prefetched(pool):
+        top.push(*band())
+    assert all(level.done for level in levels)
 
 
 def _stored_tile(slide: OpenSlide, side: str) -> int:
@@ -179,27 +237,31 @@ Band = tuple[Image.Image, Image.Image | None]
 rows start on an even row and column and span an even number of each, or end the image)."""
 
 
-class _BandReader:
-    """Full-width bands of the pyramid's image, RGB on the slide's background colour, each read
-    as a few column pieces on the pool, so that every thread decodes."""
+@dataclass(frozen=True)
+class _Source:
+    """Where and how the full-resolution image is read."""
 
-    def __init__(
-        self,
-        slide: OpenSlide,
-        pyramid: DeepZoom,
-        background: Rgb,
-        to_srgb: ImageCms.ImageCmsTransform | None,
-        threads: int,
-        direct: jpegtiff.JpegTiffLevel | None,
-    ) -> None:
-        self.slide = slide
-        self.direct = direct
-        self.pyramid = pyramid
-        self.background = background
-        self.to_srgb = to_srgb
-        width = pyramid.size[0]
+    slide: OpenSlide
+    pyramid: DeepZoom
+    background: Rgb
+    to_srgb: ImageCms.ImageCmsTransform | None
+    direct: jpegtiff.JpegTiffLevel | None
+
+
+class _BandReader:
+    """Bands of the image's columns `stripe` (x0, x1), RGB on the slide's background colour,
+    each read as a few column pieces on the pool, so that every thread decodes."""
+
+    def __init__(self, source: _Source, stripe: tuple[int, int], threads: int) -> None:
+        self.slide = source.slide
+        self.direct = source.direct
+        self.pyramid = source.pyramid
+        self.background = source.background
+        self.to_srgb = source.to_srgb
+        self.x0, self.x1 = stripe
+        width = self.x1 - self.x0
         # Bands and pieces follow the slide's own tiles, so that no stored tile is decoded twice.
-        stored_w, stored_h = _stored_tile(slide, "width"), _stored_tile(slide, "height")
+        stored_w, stored_h = _stored_tile(self.slide, "width"), _stored_tile(self.slide, "height")
         self.rows = stored_h * max(1, BAND_PIXELS // (width * stored_h))
         pieces = max(threads, math.ceil(width * self.rows / READ_PIXELS))
         columns = math.ceil(width / pieces / stored_w) * stored_w
@@ -222,13 +284,14 @@ class _BandReader:
             yield y, min(self.rows, height - y)
 
     def _submit(self, pool: ThreadPoolExecutor, y: int, rows: int) -> Callable[[], Band]:
-        width, height = self.pyramid.size
-        x0, x1 = 0, width
+        height = self.pyramid.size[1]
+        width = self.x1 - self.x0
+        x0, x1 = self.x0, self.x1
         if self.pyramid.bounds is not None:
             bx0, by0, bx1, by1 = self.pyramid.bounds
             x0, x1 = (bx0, bx1) if by0 < y + rows and y < by1 else (0, 0)
             # Even edges keep pieces halvable; the extra column is outside the bounds (empty).
-            x0, x1 = max(0, x0 - x0 % 2), min(width, x1 + x1 % 2)
+            x0, x1 = max(self.x0, x0 - x0 % 2), min(self.x1, x1 + x1 % 2)
         pieces = []
         for left in range(x0 - x0 % self.columns, x1, self.columns):
             start, stop = max(left, x0), min(left + self.columns, x1)
@@ -236,7 +299,7 @@ class _BandReader:
         halvable = y % 2 == 0 and (rows % 2 == 0 or y + rows == height)
 
         def assemble() -> Band:
-            if len(pieces) == 1 and pieces[0][0] == 0 and x1 == width:
+            if len(pieces) == 1 and pieces[0][0] == self.x0 and x1 == self.x1:
                 band, half = pieces.pop()[1].result()
                 return band, half if halvable else None
             band = Image.new("RGB", (width, rows), self.background)
@@ -245,9 +308,9 @@ class _BandReader:
             while pieces:  # popped, so that each piece is freed once pasted
                 left, piece = pieces.pop()
                 rgb, half = piece.result()
-                band.paste(rgb, (left, 0))
+                band.paste(rgb, (left - self.x0, 0))
                 if halved is not None and half is not None:
-                    halved.paste(half, (left // 2, 0))
+                    halved.paste(half, ((left - self.x0) // 2, 0))
                 else:
                     halved = None
             return band, halved if halvable else None

@@ -65,16 +65,23 @@ class Level:
         size: tuple[int, int],
         tile_size: int,
         overlap: int,
-        below: Level | None,
+        below: Level | Canvas | None,
         tile: TileFn,
+        part: tuple[int, int, range] | None = None,
     ) -> None:
+        """`part`, when the level receives only some of its columns: (the level's full width,
+        the first column received, the tile columns to cut, which must lie in those)."""
         self.level = level
         self.width, self.height = size
         self.tile_size = tile_size
         self.overlap = overlap
         self.below = below
         self.tile = tile
-        self.cols = math.ceil(self.width / tile_size)
+        self.full_width, self.offset, self.columns = part or (
+            self.width,
+            0,
+            range(math.ceil(self.width / tile_size)),
+        )
         self.rows = math.ceil(self.height / tile_size)
         self.strips: deque[tuple[int, Image.Image]] = deque()
         """(first row, strip) for every strip still needed."""
@@ -116,8 +123,8 @@ class Level:
             y0, y1 = self._span(self.next_row, self.height)
             if y1 > self.end:
                 return
-            for col in range(self.cols):
-                x0, x1 = self._span(col, self.width)
+            for col in self.columns:
+                x0, x1 = (x - self.offset for x in self._span(col, self.full_width))
                 self.tile(self.level, col, self.next_row, self._region(x0, y0, x1, y1))
             self.next_row += 1
 
@@ -144,6 +151,53 @@ class Level:
     @property
     def done(self) -> bool:
         return self.next_row == self.rows
+
+
+class Canvas:
+    """A whole level assembled from the halved rows of column stripes (each stripe pushes its
+    rows top to bottom into its own `Canvas` at its column). Columns that two stripes share get
+    the same pixels from both."""
+
+    def __init__(self, image: Image.Image, x: int) -> None:
+        self.image = image
+        self.x = x
+        self.end = 0
+
+    def push(self, strip: Image.Image, halved: Image.Image | None = None) -> None:
+        self.image.paste(strip, (self.x, self.end))
+        self.end += strip.height
+
+
+def build_stripe(
+    size: tuple[int, int],
+    columns: tuple[int, int],
+    owned: tuple[int, int],
+    depth: int,
+    tile_size: int,
+    overlap: int,
+    tile: TileFn,
+    below: Canvas | None,
+) -> tuple[Level, list[Level]]:
+    """The `depth` largest levels of the image of `size` for its full-resolution columns
+    `columns` (x0, x1), cutting the tiles whose left edge lies in `owned` (x0, x1, full
+    resolution, each a multiple of `tile_size` times 2 ** (depth - 1)). `columns` starts on a
+    multiple of 2 ** depth and ends on one or on the image's edge, so halving the stripe alone
+    gives the pixels that halving the whole image would; the next level's rows go to `below`."""
+    sizes = level_sizes(*size)
+    x0, x1 = columns
+    levels: list[Level] = []
+    chained: Level | Canvas | None = below
+    for halvings in range(depth - 1, -1, -1):
+        index = len(sizes) - 1 - halvings
+        full_width, height = sizes[index]
+        first, last = (math.ceil(x / (tile_size << halvings)) for x in owned)
+        cut = range(first, min(last, math.ceil(full_width / tile_size)))
+        width = math.ceil((x1 - x0) / (1 << halvings))
+        part = (full_width, x0 >> halvings, cut)
+        chained = Level(index, (width, height), tile_size, overlap, chained, tile, part)
+        levels.append(chained)
+    assert isinstance(chained, Level)
+    return chained, levels
 
 
 def build_levels(
