@@ -19,6 +19,7 @@ Each measurement runs in a fresh process so that OpenSlide's tile cache and the 
     .venv/bin/python bench/bench_slides.py [--work bench/.work/slides] [--rounds 2]
         [--deep-zoom-only]
 
+Then Deep Zoom's peak memory on JPEG TIFFs of one pixel count and growing width (16k to 64k px).
 Ours decodes the TIFF's JPEG tiles directly (`worker.media.jpegtiff`) and reads the MIRAX slide
 through OpenSlide; the last lines time each of those level-0 reads alone.
 """
@@ -145,16 +146,16 @@ def measure_thumbnail(path: Path) -> dict[str, float]:
 # --- Deep Zoom against libvips' dzsave --------------------------------------------------------
 
 
-def write_texture_tiff(path: Path, side: int = TIFF_SIDE) -> Path:
+def write_texture_tiff(path: Path, width: int = TIFF_SIDE, height: int = TIFF_SIDE) -> Path:
     """A pyramidal JPEG TIFF (256 px tiles, Q85): the left half textured tissue (noise over a
     slowly varying colour), the right half white background. Written by libvips, streaming."""
     import pyvips
 
-    half = side // 2
-    noise = [pyvips.Image.gaussnoise(half, side, sigma=14, seed=band) for band in range(3)]
-    shade = pyvips.Image.perlin(half, side, cell_size=128, seed=7) * 60
+    half = width // 2
+    noise = [pyvips.Image.gaussnoise(half, height, sigma=14, seed=band) for band in range(3)]
+    shade = pyvips.Image.perlin(half, height, cell_size=128, seed=7) * 60
     tissue = (noise[0].bandjoin(noise[1:]) + shade + [200, 150, 180]).cast("uchar")
-    glass = (pyvips.Image.black(side - half, side, bands=3) + 255).cast("uchar")
+    glass = (pyvips.Image.black(width - half, height, bands=3) + 255).cast("uchar")
     _save_pyramid(tissue.join(glass, "horizontal"), path)
     return path
 
@@ -329,6 +330,7 @@ def main() -> int:
         "16k MIRAX (libvips: its pixels as TIFF)": (slides["16k"], slides["16k-tiff"]),
     }
     compare_deep_zoom(args.work, inputs, args.rounds)
+    compare_widths(args.work)
     print()
     for reader in (read_level0_only, read_level0_direct):
         read = in_fresh_process(reader, slides["tiff"])
@@ -338,6 +340,29 @@ def main() -> int:
         )
     shutil.rmtree(args.work, ignore_errors=True)
     return 0
+
+
+WIDE = ((16384, 4096), (32768, 2048), (65536, 1024))
+"""Slides of the same pixel count, ever wider: Deep Zoom's peak memory must not follow."""
+
+
+def compare_widths(work: Path) -> None:
+    print("\n| slide | tiles | wall (s) | CPU (s) | peak RSS (MB) |")
+    print("| --- | --- | --- | --- | --- |")
+    peaks = []
+    for width, height in WIDE:
+        path = write_texture_tiff(work / f"wide-{width}.tiff", width, height)
+        out = work / "out"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True)
+        r = in_fresh_process(deep_zoom_ours, path, out)
+        peaks.append(r["peak_mb"])
+        print(
+            f"| {width}x{height} JPEG TIFF | {int(r['tiles'])} | {r['wall']:.2f} |"
+            f" {r['cpu']:.2f} | {r['peak_mb']:.0f} |"
+        )
+    ratio = peaks[-1] / peaks[0]
+    print(f"\npeak memory, {WIDE[-1][0]} px wide / {WIDE[0][0]} px wide: {ratio:.2f}x")
 
 
 def compare_thumbnails(slides: dict[str, Path]) -> None:

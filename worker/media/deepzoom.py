@@ -10,8 +10,11 @@ made from the one above by halving (`worker.media.pyramid`), as libvips' `dzsave
 areas (transparent in OpenSlide) are composited on the slide's background colour; rows and
 columns outside the slide's reported bounds are not read at all. Tiles of one flat colour, such
 as background, are encoded once per size and colour. Memory holds a few bands, a tile row per
-level and a bounded number of tiles waiting to be encoded or written: it does not grow with the
-slide's height, but bands are full width, so it grows with the slide's width.
+level and a bounded number of tiles waiting to be encoded or written, so it does not grow with
+the slide's height. A slide wider than `STRIPE_WIDTH` is made in column stripes (`plan_stripes`):
+each stripe makes the largest levels' tiles over its columns, down to a level small enough to
+hold whole, from which the smaller levels are made; so memory does not grow with the width
+either (bench/RESULTS-slides.md: 16k to 64k px wide at one pixel count).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The full-resolution level is fed in horizontal strips. Each level cuts a row of 
 its rows are complete, halves the rows it holds with a 2x2 box filter (as libvips' `dzsave` does)
 and feeds them to the level below, then forgets every row it no longer needs. So the slide is
 decoded once, at full resolution only, and memory holds a strip and at most a tile row (plus
-overlap) per level: it grows with the slide's width, never with its area.
+overlap) per level: it grows with the image's width, never with its area. `build_stripe` makes
+the largest levels of a column stripe of the image alone, so that a wide image can be made
+stripe by stripe (the caller assembles the next level whole from the stripes, on a `Canvas`).
 
 Tiles follow OpenSlide's `DeepZoomGenerator` geometry exactly: level `L` is the full image halved
 (rounding up) `levels - 1 - L` times; tile (col, row) covers `[col * size - overlap, (col + 1) *
