@@ -37,6 +37,7 @@ class MiraxSource:
         from worker.errors import MiraxIncomplete, TooLarge
         from worker.fetch import list_folder, relative, total
 
+        main = storage.head(key)  # a missing `.mrxs` is `not_found`, whatever its folder holds
         prefix = mirax_prefix(key)
         parts = list_folder(storage, f"MIRAX slide {key}", prefix)
         if not parts:
@@ -53,7 +54,7 @@ class MiraxSource:
         name = key.rsplit("/", 1)[-1]
         folder = name[: -len(SUFFIX)]
         files = [(p.key, f"{folder}/{relative(p.key, prefix, 'MIRAX part')}") for p in parts]
-        return Resolved(key, storage.head(key), key, ((key, name), *files))
+        return Resolved(key, main, key, ((key, name), *files))
 
     def item_key(self, key: str, claimed: set[str]) -> str | None:
         if not is_mirax(key):
