@@ -17,12 +17,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures.videos import FPS, FRAMES, HEIGHT, WIDTH, frame_grey, generate_videos
+from fixtures.videos import (
+    FPS,
+    FRAMES,
+    HEIGHT,
+    LONG_CLIP,
+    WIDTH,
+    frame_grey,
+    generate_videos,
+    write_clip,
+)
 from worker.config import Limits, VideoSettings
 from worker.errors import CorruptMedia, PermanentError, Reason, TooLarge, UnsupportedFormat
 from worker.layout import Rel, SlotLayout
 from worker.media import VideoResult
 from worker.media.frames import downsample_step, low_size
+from worker.media.hls import WINDOW
 from worker.media.video import process_video
 from worker.sink import StorageSink
 from worker.storage.local import LocalStorage
@@ -79,6 +89,17 @@ class RecordingSink(StorageSink):
     ) -> None:
         self.encodings[rel] = content_encoding
         super().put_bytes(rel, data, content_type, content_encoding)
+
+    def put_file(
+        self,
+        rel: str,
+        path: Path,
+        content_type: str,
+        content_encoding: str | None = None,
+        delete_after: bool = False,
+    ) -> None:
+        self.encodings[rel] = content_encoding
+        super().put_file(rel, path, content_type, content_encoding, delete_after)
 
 
 def _process(
@@ -193,6 +214,36 @@ def test_hls_index_plays_back(runs: dict[str, Run], quality: str) -> None:
     assert (frames[0].width, frames[0].height) == low_size(WIDTH, HEIGHT)
     middle = frames[FRAMES // 2].to_image()
     assert abs(_grey(middle, WIDTH - 8, HEIGHT - 8) - frame_grey(FRAMES // 2)) <= GREY_TOLERANCE
+
+
+def test_long_clip_index_lists_every_segment(tmp_path: Path) -> None:
+    """FFmpeg's muxer keeps only a window of segments; the index still lists all of them, as a
+    VOD playlist, and every segment plays back with the frames the manifest puts in it."""
+    run = _process(write_clip(tmp_path / "source" / "long.mkv", LONG_CLIP), tmp_path)
+    assert run.result.total_frames == LONG_CLIP.frames
+    for quality, rendition in (("high", run.result.hls_high), ("low", run.result.hls_low)):
+        lines = run.path(Rel.hls_index(quality)).read_text().splitlines()
+        assert lines[:2] == ["#EXTM3U", "#EXT-X-VERSION:3"]
+        assert lines[3:5] == ["#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:VOD"]
+        assert lines[-1] == "#EXT-X-ENDLIST"
+        names = [line for line in lines if not line.startswith("#")]
+        assert rendition.segment_count > WINDOW + 2
+        assert names == [Rel.segment_name(i) for i in range(rendition.segment_count)]
+        durations = [float(line[8:].split(",")[0]) for line in lines if line.startswith("#EXTINF")]
+        assert len(durations) == len(names)
+        assert sum(durations) == pytest.approx(LONG_CLIP.frames / FPS, abs=0.2)
+        target = int(lines[2].removeprefix("#EXT-X-TARGETDURATION:"))
+        assert abs(target - max(durations)) <= 0.5
+    with av.open(str(run.path(Rel.hls_index("high")))) as container:
+        assert len(list(container.decode(video=0))) == LONG_CLIP.frames
+    per_segment: dict[int, int] = {}
+    for _, segment, _, _ in run.manifest():
+        per_segment[int(segment)] = per_segment.get(int(segment), 0) + 1
+    decoded = [
+        len(_decode_frames(run.path(Rel.segment("high", i))))
+        for i in range(run.result.hls_high.segment_count)
+    ]
+    assert [per_segment[i] for i in sorted(per_segment)] == decoded
 
 
 def test_low_rendition_size_rule() -> None:

@@ -1,13 +1,15 @@
 """The audio side of SPEC 4.2: `audio_peaks.gz` and the frames the HLS encoders take.
 
 Peaks are the V7 waveform format: the first audio stream mixed down to mono, resampled to
-1 kHz, as unsigned 8-bit samples (128 is silence), gzipped. They are compressed as they come, so
-a long video holds only the compressed bytes (about 1 KB per second before gzip).
+1 kHz, as unsigned 8-bit samples (128 is silence), gzipped. They are compressed as they come and
+written to a scratch file, so memory does not grow with the length of the audio (about 1 KB per
+second before gzip).
 """
 
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 
 import av
 from av.audio.frame import AudioFrame
@@ -23,25 +25,30 @@ def hls_layout(stream: av.AudioStream) -> str:
 
 
 class PeaksWriter:
-    def __init__(self) -> None:
+    """The gzipped peaks, streamed to `path`."""
+
+    def __init__(self, path: Path) -> None:
         self._resampler = AudioResampler(format="u8", layout="mono", rate=PEAKS_RATE)
         # wbits 31: a gzip container, which is what Content-Encoding: gzip means.
         self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31)
-        self._chunks: list[bytes] = []
+        self.path = path
+        self._file = path.open("wb")
         self.samples = 0
 
     def feed(self, frame: AudioFrame | None) -> None:
         for out in self._resampler.resample(frame):
             data = bytes(out.planes[0])[: out.samples]
             self.samples += len(data)
-            chunk = self._gzip.compress(data)
-            if chunk:  # zlib buffers most calls: no entry per audio frame
-                self._chunks.append(chunk)
+            self._file.write(self._gzip.compress(data))
 
-    def finish(self) -> bytes:
+    def finish(self) -> Path:
         self.feed(None)
-        self._chunks.append(self._gzip.flush())
-        return b"".join(self._chunks)
+        self._file.write(self._gzip.flush())
+        self._file.close()
+        return self.path
+
+    def close(self) -> None:
+        self._file.close()
 
 
 class AacFeed:

@@ -7,6 +7,12 @@ frames are counted from the file itself (the manifest relies on what was written
 arithmetic) and it goes to the sink, which deletes the local copy once uploaded. The index is
 handed over last, with segment lines as written (`000000000.ts`); `worker.payloads` rewrites
 them to storage keys.
+
+The muxer keeps a sliding window of `WINDOW` segments in its own playlist, not the whole list:
+in its VOD mode it keeps every segment (about 12 KB each, three fixed-size path buffers) and
+rewrites the whole playlist after each one, so a rendition's memory grew by 6 KB per second of
+video. Each segment's entry is read from the window as the segment is handed over and appended
+to a scratch file; the VOD index is assembled from that file at the end.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import contextlib
 import logging
 import queue
 import threading
+from array import array
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +41,10 @@ GOP = 15
 SEGMENT_SECONDS = 2
 AUDIO_BITRATE = 128_000
 INDEX_NAME = "index.m3u8"
+ENTRIES_NAME = "entries.m3u8"
+WINDOW = 4
+"""Segments in the muxer's own playlist. One packet closes at most one segment, and segments are
+handed over after every packet, so a segment is still in the window when it is handed over."""
 _STOP = object()
 
 
@@ -58,18 +69,68 @@ class AudioSpec:
 @dataclass
 class HlsOutput:
     rendition: HlsRendition
-    segment_counts: list[int]
-    """Video frames in each segment written, counted from the files."""
+    segment_counts: array[int]
+    """Video frames in each segment written, counted from the files (4 bytes per segment)."""
 
 
 def hls_options(folder: Path) -> dict[str, str]:
     return {
         "hls_time": str(SEGMENT_SECONDS),
-        "hls_list_size": "0",
-        "hls_playlist_type": "vod",
+        "hls_list_size": str(WINDOW),
         "start_number": "0",
         "hls_segment_filename": str(folder / "%09d.ts"),
     }
+
+
+@dataclass
+class Playlist:
+    """A media playlist as FFmpeg's hls muxer writes it: header lines, one entry per segment
+    (its tags and its name), trailer lines."""
+
+    header: list[str]
+    entries: dict[str, list[str]]
+    trailer: list[str]
+
+    @classmethod
+    def parse(cls, text: str) -> Playlist:
+        header: list[str] = []
+        entries: dict[str, list[str]] = {}
+        pending: list[str] = []
+        for line in text.splitlines():
+            if not line.startswith("#"):
+                if line:
+                    entries[line] = [*pending, line]
+                pending = []
+            elif entries or pending or line.startswith(_SEGMENT_TAGS):
+                pending.append(line)
+            else:
+                header.append(line)
+        return cls(header, entries, pending)
+
+    def target_duration(self) -> int:
+        for line in self.header:
+            if line.startswith(_TARGET):
+                return int(line.removeprefix(_TARGET))
+        return 0
+
+
+_SEGMENT_TAGS = ("#EXTINF:", "#EXT-X-DISCONTINUITY", "#EXT-X-BYTERANGE:")
+_TARGET = "#EXT-X-TARGETDURATION:"
+_SEQUENCE = "#EXT-X-MEDIA-SEQUENCE:"
+
+
+def vod_index(last: Playlist, target: int, entries: str) -> str:
+    """The whole rendition's index, as the muxer's VOD mode writes it: the last window's header
+    with the longest segment's target duration, sequence 0 and the VOD type, then every entry."""
+    lines: list[str] = []
+    for line in last.header:
+        if line.startswith(_TARGET):
+            lines.append(f"{_TARGET}{target}")
+        elif line.startswith(_SEQUENCE):
+            lines += [f"{_SEQUENCE}0", "#EXT-X-PLAYLIST-TYPE:VOD"]
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n" + entries + "".join(f"{line}\n" for line in last.trailer)
 
 
 def count_video_frames(segment: Path) -> int:
@@ -156,11 +217,13 @@ class HlsWriter:
         self._sink = sink
         self._queue: queue.Queue[object] = queue.Queue(queue_size)
         self._error: BaseException | None = None
-        self._counts: list[int] = []
-        self._sizes: list[int] = []
+        self._counts: array[int] = array("I")
+        self._bytes = 0
+        self._target = 0
         self._index_text = ""
         self._ended = False
         folder.mkdir(parents=True, exist_ok=True)
+        self._entries = (folder / ENTRIES_NAME).open("w+")
         self._container = av.open(
             str(folder / INDEX_NAME), "w", format="hls", options=hls_options(folder)
         )
@@ -219,14 +282,14 @@ class HlsWriter:
         if self._error is not None:
             raise self._error
         duration = _index_duration(self._index_text)
-        bitrate = round(sum(self._sizes) * 8 / duration) if duration > 0 else 0
+        bitrate = round(self._bytes * 8 / duration) if duration > 0 else 0
         self._sink.put_bytes(
             Rel.hls_index(self.spec.quality),
             self._index_text.encode(),
             "application/vnd.apple.mpegurl",
         )
         rendition = HlsRendition(self._index_text, bitrate, len(self._counts))
-        return HlsOutput(rendition, list(self._counts))
+        return HlsOutput(rendition, self._counts)
 
     def abort(self) -> None:
         """Stop the thread after a failure elsewhere; outputs are left incomplete."""
@@ -266,8 +329,12 @@ class HlsWriter:
         self._container.close()
         self._publish_finished(final=True)
         index = self._folder / INDEX_NAME
-        self._index_text = index.read_text()
+        last = Playlist.parse(index.read_text())
+        self._entries.seek(0)
+        self._index_text = vod_index(last, self._target, self._entries.read())
+        self._entries.close()
         index.unlink()
+        (self._folder / ENTRIES_NAME).unlink()
         log.debug("HLS %s: %d segments", spec.quality, len(self._counts))
 
     def _fit(self, frame: VideoFrame) -> VideoFrame:
@@ -282,27 +349,39 @@ class HlsWriter:
         )
 
     def _mux(self, packets: list[av.Packet]) -> None:
-        if packets:
-            self._container.mux(packets)
+        # One at a time: a packet closes at most one segment, which is then still in the window.
+        for packet in packets:
+            self._container.mux(packet)
             self._publish_finished()
 
     def _publish_finished(self, final: bool = False) -> None:
         """Hand over every segment the muxer has finished: all of them once it is closed,
         else those followed by a newer one (FFmpeg's hls muxer creates a segment's file when
         the segment ends; waiting for the next one also holds if a version wrote earlier)."""
+        playlist: Playlist | None = None
         while True:
             index = len(self._counts)
             current = self._folder / Rel.segment_name(index)
             following = self._folder / Rel.segment_name(index + 1)
             if not current.exists() or not (final or following.exists()):
                 return
+            playlist = playlist or Playlist.parse((self._folder / INDEX_NAME).read_text())
+            self._keep_entry(playlist, Rel.segment_name(index))
             self._counts.append(count_video_frames(current))
-            self._sizes.append(current.stat().st_size)
+            self._bytes += current.stat().st_size
             self._sink.put_file(
                 Rel.segment(self.spec.quality, index), current, "video/mp2t", delete_after=True
             )
 
+    def _keep_entry(self, playlist: Playlist, name: str) -> None:
+        entry = playlist.entries.get(name)
+        if entry is None:  # the window is sized so that this cannot happen: a bug of ours
+            raise RuntimeError(f"HLS {self.spec.quality}: {name} is not in the muxer's window")
+        self._entries.write("".join(f"{line}\n" for line in entry))
+        self._target = max(self._target, playlist.target_duration())
+
     def _close_quietly(self) -> None:
+        self._entries.close()
         try:
             self._container.close()
         except Exception:  # already failing: the first error is the one to report

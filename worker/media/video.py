@@ -108,7 +108,7 @@ class _VideoRun:
         self.rotator: Rotator | None = None
         self.outputs: _Outputs | None = None
         audio = probe.audio
-        self.peaks = PeaksWriter() if audio else None
+        self.peaks = PeaksWriter(scratch / "audio_peaks.gz") if audio else None
         self.aac = AacFeed(audio) if audio else None
         self.pending_audio: list[AudioFrame] = []
         self.audio_failed = False
@@ -300,11 +300,13 @@ class _VideoRun:
     def _put_peaks(self) -> bool:
         if self.peaks is None or self.audio_failed:
             return False
-        data = self.peaks.finish()
+        path = self.peaks.finish()
         if self.peaks.samples == 0:
             self._warn("the audio stream holds no decodable samples; no audio peaks")
             return False
-        self.sink.put_bytes(Rel.AUDIO_PEAKS, data, "application/octet-stream", "gzip")
+        self.sink.put_file(
+            Rel.AUDIO_PEAKS, path, "application/octet-stream", "gzip", delete_after=True
+        )
         return True
 
     def _result(
@@ -331,6 +333,8 @@ class _VideoRun:
 
     def _abort(self) -> None:
         self.frames.close()
+        if self.peaks is not None:
+            self.peaks.close()
         out = self.outputs
         if out is None:
             return
