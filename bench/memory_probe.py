@@ -6,8 +6,9 @@
 Every `--every` seconds it records the progress (frames or tiles done), VmRSS, the glibc heap
 in use (`mallinfo2`: uordblks + hblkhd, what native code and Python hold) and the heap's free
 bytes (allocator slack), and, with `--trace`, the bytes Python objects hold. The slope of each
-against progress (the last sample, after the run, left out) tells what grows with the length of a video or the size of a slide, and
-whether it is Python objects, native allocations or allocator slack. Prints one JSON line per
+against progress (the last sample, taken after the run, left out) tells what grows with the
+length of a video or the size of a slide, and whether it is Python objects, native allocations
+or allocator slack. Prints one JSON line per
 sample and, at the end, the slope per 1,000 units of progress and (with `--trace`) the source
 lines whose allocations grew most between the first sample after a warm-up and the end.
 """
@@ -23,7 +24,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from bench_long import BUCKET, WORK, write_config
+from bench_long import WORK, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

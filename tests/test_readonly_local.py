@@ -180,7 +180,9 @@ def test_verify_after_upload_is_ok_then_names_each_damaged_key(
     (bucket / segment).unlink()
     with (bucket / thumbnail).open("r+b") as f:
         f.truncate(300)  # a JPEG header without its pixels
-    damaged = {low_section, thumbnail, segment}
+    manifest = bucket / video["storage_frames_manifest_key"]
+    manifest.write_bytes(b"".join(manifest.read_bytes().splitlines(keepends=True)[:-1]))
+    damaged = {low_section, thumbnail, segment, video["storage_frames_manifest_key"]}
     for args in (("--from-file", registration), tuple(keys), ()):
         code, results = run_cli("verify", "ro", *args, "--config", str(config))
         assert code == 1
