@@ -45,6 +45,7 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         **generate_slides(dest),
         "jpeg_tiff": write_jpeg_tiff(dest / "jpeg" / "ycbcr.tiff"),
         "rgb_jpeg_tiff": write_jpeg_tiff(dest / "jpeg" / "rgb.tiff", rgb_jpeg=True),
+        "svs": write_jpeg_tiff(dest / "jpeg" / "aperio.svs", aperio=True),
     }
 
 
@@ -54,8 +55,9 @@ CASES = [
     ("tiled_tiff", False),
     ("jpeg_tiff", False),
     ("rgb_jpeg_tiff", False),
+    ("svs", False),
 ]
-DIRECT = {"jpeg_tiff": "YCbCr", "rgb_jpeg_tiff": "RGB"}
+DIRECT = {"jpeg_tiff": "YCbCr", "rgb_jpeg_tiff": "RGB", "svs": "YCbCr"}
 """Slides whose full-resolution JPEG tiles are decoded without OpenSlide -> their JPEG colour
 space; the others (MIRAX, a deflate TIFF) are read through OpenSlide."""
 
@@ -74,12 +76,14 @@ def pyramid(request: pytest.FixtureRequest, slides: dict[str, Path]):  # type: i
         yield sink.outputs, generator, plan, count
 
 
-@pytest.mark.parametrize("name", ["mirax", "tiled_tiff", "jpeg_tiff", "rgb_jpeg_tiff"])
+@pytest.mark.parametrize("name", ["mirax", "tiled_tiff", "jpeg_tiff", "rgb_jpeg_tiff", "svs"])
 def test_plain_jpeg_tiffs_are_decoded_directly_and_the_rest_through_openslide(
     slides: dict[str, Path], name: str
 ) -> None:
     """The pixel checks below then cover both readers."""
     with open_slide(slides[name]) as slide:
+        vendor = slide.properties["openslide.vendor"]
+        assert vendor == {"svs": "aperio", "mirax": "mirax"}.get(name, "generic-tiff")
         direct = jpegtiff.open_level0(slides[name], slide)
         assert (direct and direct.jpeg_mode) == DIRECT.get(name)
         if direct:
