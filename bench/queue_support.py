@@ -19,7 +19,7 @@ from typing import Any
 
 from worker.config import Settings
 from worker.items import Item
-from worker.queue import enqueue, producer_app
+from worker.queue import send_items
 
 BENCH = Path(__file__).resolve().parent
 
@@ -127,9 +127,8 @@ def through_worker(settings: Settings, keys: list[str], tag: str) -> float:
     """Seconds from the first send to the last result; every item must come back ok."""
     items = items_for(keys, tag)
     start = time.perf_counter()
-    ids = enqueue(items, settings)
-    app = producer_app(settings)
-    results = [app.AsyncResult(task_id).get(timeout=900) for task_id in ids]
+    sent = send_items(items, settings)
+    results = [entry.result.get(timeout=900) for entry in sent]
     elapsed = time.perf_counter() - start
     failed = [r for r in results if r["status"] != "ok"]
     if failed:

@@ -18,7 +18,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +41,10 @@ class Enqueued:
     queue: str
     task_name: str
     item: Item
+    result: Any = field(default=None, compare=False, repr=False)
+    """The sender's `AsyncResult`: already subscribed to the result, so reading it through this
+    handle costs no second subscription (a new `AsyncResult(task_id)` subscribes again, and the
+    sender's handle, once dropped, unsubscribes)."""
 
 
 class _Router:
@@ -102,7 +106,7 @@ def send_items(
                 queue=queue_name(settings, queue),
                 producer=producer,
             )
-            sent.append(Enqueued(result.id, queue, name, item))
+            sent.append(Enqueued(result.id, queue, name, item, result))
     log.info("sent %d items", len(sent))
     return sent
 

@@ -110,7 +110,8 @@ def _wait(sent: list[Enqueued], settings: Any, timeout: float, as_json: bool) ->
     results = []
     with progress_bar(len(sent), "waiting", enabled=not as_json) as advance:
         for entry in sent:
-            result = result_of(producer.AsyncResult(entry.task_id), entry.item, timeout)
+            handle = entry.result or producer.AsyncResult(entry.task_id)
+            result = result_of(handle, entry.item, timeout)
             results.append(result)
             if as_json:
                 emit_json({"task_id": entry.task_id, **result.model_dump(mode="json")})
