@@ -182,7 +182,7 @@ def main() -> int:
                 url = redis_url
                 with contextlib.ExitStack() as stack:
                     if broker == "rabbitmq":
-                        url = stack.enter_context(rabbitmq_vhost())
+                        url = stack.enter_context(rabbitmq_vhost("mw-bench"))
                     rows += overhead(broker, url, redis_url, root, overhead_keys, args)
             print(f"\n| broker | images | per item | in-process ms | worker ms | overhead ms"
                   f" | floor ms | overhead / floor | worker, prefetch {args.prefetch}, ms"

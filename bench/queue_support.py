@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,53 +15,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from worker.config import Settings
-from worker.items import Item
-from worker.queue import send_items
-
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "tests"))
 
+from servers import rabbitmq_vhost, redis_server  # noqa: E402  (the tests' broker helpers)
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from worker.config import Settings  # noqa: E402
+from worker.items import Item  # noqa: E402
+from worker.queue import send_items  # noqa: E402
 
-
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("redis-server did not start")
-            time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def rabbitmq_vhost() -> Iterator[str]:
-    """A fresh vhost on the machine's RabbitMQ (127.0.0.1:5672, guest), deleted afterwards."""
-    vhost = f"mw-bench-{uuid.uuid4().hex[:8]}"
-    ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
-    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
-    try:
-        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                       check=True, capture_output=True, timeout=60)  # fmt: skip
-        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    finally:
-        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True, timeout=60)
+__all__ = ["rabbitmq_vhost", "redis_server"]
 
 
 def write_config(root: Path, broker: str, backend: str, prefix: str, **worker: Any) -> Path:

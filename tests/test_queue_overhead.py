@@ -21,7 +21,7 @@ from worker.queue import DeliveryCounter, RedisCounter, SqliteCounter
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from test_queue_e2e import redis_server
+    from servers import redis_server
 
     with redis_server(tmp_path_factory.mktemp("redis-overhead")) as url:
         yield url

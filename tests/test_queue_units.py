@@ -214,7 +214,7 @@ def test_sqlite_counter_survives_the_process_that_counted(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from test_queue_e2e import redis_server
+    from servers import redis_server
 
     with redis_server(tmp_path_factory.mktemp("redis-units")) as url:
         yield url
