@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from worker.celery_app import app
 from worker.errors import InvalidItem, ItemTimeout, Reason, TransientError
 from worker.items import Item
+from worker.observability import item_context, task_trace_shown
 from worker.payloads import ItemResult, Status
 from worker.pipeline import process_item
 from worker.queue import DeliveryCounter, broker_marks_redeliveries, delivery_counter
@@ -51,14 +52,18 @@ class ItemTask(Task):
 
     acks_late = True
     reject_on_worker_lost = True
-    resultrepr_maxsize = 160
-    """Celery logs each result's repr, built on every success: the item's names suffice there
-    (the `item finished` line and the result itself carry the rest)."""
     queue_label = ""
     """The queue this task serves (for messages)."""
 
     _counter: DeliveryCounter | None = None
     _storages: ClassVar[dict[str, Storage | ReadOnlyView]] = {}
+
+    @property
+    def resultrepr_maxsize(self) -> int:  # type: ignore[override]
+        """Celery builds a repr of every result, walking its fields, for its `succeeded` line
+        and the task events: the item's names where either is shown (DEBUG, or
+        `worker.task_events`), else next to nothing (read once per pool process)."""
+        return 160 if app.settings.worker.task_events or task_trace_shown() else 1
 
     def counter(self) -> DeliveryCounter:
         # One per process: pool processes are forked, and a connection must not be shared.
@@ -81,8 +86,9 @@ class ItemTask(Task):
             return refused(raw, exc).model_dump(mode="json")
         delivery = f"{self.request.id}:{self.request.retries}"
         count = self._delivery_count(delivery)
-        poisoned = self._poison(item, count)
-        result = poisoned if poisoned is not None else self._process(item)
+        with item_context(task_id=self.request.id):  # each of its log lines names the task
+            poisoned = self._poison(item, count)
+            result = poisoned if poisoned is not None else self._process(item)
         if self._counted():
             self.counter().clear_later(delivery)
         # The SPEC 7 object, no more: `problems` only where verification found some.

@@ -3,20 +3,33 @@ delivery count's clear rides with the next count, prefetch above one only where 
 task events only when asked for, and the log scrubber's shortcut never lets a secret through.
 
 The Redis counter runs against a private redis-server; worker processes are exercised in
-test_queue_e2e.py (redelivery, poison), unchanged by these shortcuts."""
+test_queue_e2e.py (redelivery, poison), unchanged by these shortcuts, and here for what a worker
+logs per item and what reading its results costs the sender."""
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery import Celery
+from test_queue_e2e import deploy  # noqa: F401  (the fixture)
 
+from fixtures.images import marked
 from worker.celery_app import prefetch_multiplier
 from worker.config import settings_from_dict
-from worker.observability import REDACTED, enable_for_worker, scrub
-from worker.queue import DeliveryCounter, RedisCounter, SqliteCounter
+from worker.items import Item
+from worker.observability import (
+    CELERY_TRACE_LOGGER,
+    REDACTED,
+    enable_for_worker,
+    quiet_task_trace,
+    scrub,
+)
+from worker.queue import DeliveryCounter, RedisCounter, SqliteCounter, send_items
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +127,44 @@ def test_scrubber_shortcut_misses_no_spelling_the_patterns_match(line: str) -> N
     cleaned = scrub(line)
     assert "deadbeef00" not in cleaned
     assert REDACTED in cleaned
+
+
+def test_celery_trace_lines_only_at_debug() -> None:
+    trace = logging.getLogger(CELERY_TRACE_LOGGER)
+    saved = trace.level
+    try:
+        quiet_task_trace(logging.DEBUG)
+        assert trace.level == saved
+        quiet_task_trace(logging.INFO)
+        assert not trace.isEnabledFor(logging.INFO)
+        assert trace.isEnabledFor(logging.ERROR), "failures still show"
+    finally:
+        trace.setLevel(saved)
+
+
+def test_worker_logs_items_with_their_task_and_sender_subscribes_once(
+    redis_url: str,
+    deploy: Any,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    import redis
+
+    dep = deploy(redis_url)
+    source = tmp_path / "tiny.png"
+    marked((64, 64)).save(source)
+    keys = [dep.put(f"in/{n}.png", source) for n in range(4)]
+    log = dep.start_worker("--queues", "images")
+    client = redis.Redis.from_url(redis_url)
+
+    def subscribes() -> int:
+        return int(client.info("commandstats").get("cmdstat_subscribe", {}).get("calls", 0))
+
+    before = subscribes()
+    sent = send_items([Item(integration="demo", key=k, type="image") for k in keys], dep.settings)
+    results = [entry.result.get(timeout=120) for entry in sent]
+    assert [r["status"] for r in results] == ["ok"] * len(keys)
+    assert subscribes() - before == len(keys), "one subscription per result, not two"
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    finished = [line for line in lines if line["message"].startswith("item finished")]
+    assert sorted(line["task_id"] for line in finished) == sorted(e.task_id for e in sent)
+    assert not [line for line in lines if " succeeded in " in line["message"]]

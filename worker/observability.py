@@ -353,11 +353,10 @@ def observed_item(func: Callable[P, R]) -> Callable[P, R]:
             seconds = time.perf_counter() - start
             status, reason = str(result.status.value), result.reason
             observe_result(result.type, status, reason.value if reason else None, seconds)
-            # The item's one INFO line: what happened, as what, how long it took.
             log.info(
                 "item finished: %s%s",
                 status,
-                f" ({reason.value})" if reason else f", done as {result.type}",
+                f" ({reason.value})" if reason else "",
                 extra={
                     "status": status,
                     "reason": reason.value if reason else None,
@@ -399,6 +398,21 @@ CELERY_EVENT_SETTINGS: dict[str, Any] = {
     "task_send_sent_event": True,
 }
 ENQUEUED_AT_HEADER = "mw_enqueued_at"
+CELERY_TRACE_LOGGER = "celery.app.trace"
+
+
+def quiet_task_trace(level: int) -> None:
+    """Above DEBUG, Celery does not build its per-task INFO lines at all: `Task ... succeeded
+    in ...: <result>` says what the item's `done` and `item finished` lines say (which name the
+    task too), and `Task ... retry: ...` what the task's own retry warning says. Its failure
+    lines (ERROR) still show."""
+    if level > logging.DEBUG:
+        logging.getLogger(CELERY_TRACE_LOGGER).setLevel(logging.WARNING)
+
+
+def task_trace_shown() -> bool:
+    """Whether Celery's `succeeded` line is logged (the worker runs at DEBUG)."""
+    return logging.getLogger(CELERY_TRACE_LOGGER).isEnabledFor(logging.INFO)
 
 
 def install_celery_hooks() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import click
+from celery.utils.log import mlevel
 
 from worker.celery_app import QUEUES, app, is_embedded, prefetch_multiplier, queue_name
 from worker.cli.common import common_options, emit_json, progress_bar, report, setup, stderr
@@ -17,6 +18,7 @@ from worker.cli.process import TYPE_CHOICE
 from worker.cli.report import report_option, write_run_report
 from worker.errors import ConfigError, InvalidItem, Reason
 from worker.items import Item, ItemType
+from worker.observability import quiet_task_trace
 from worker.payloads import ItemResult
 from worker.queue import Enqueued, producer_app, send_items
 from worker.rabbitmq import consumer_timeout_problem
@@ -176,6 +178,7 @@ def worker_command(
     if problem:
         raise ConfigError(problem)
     app.use_settings(settings)
+    quiet_task_trace(mlevel(loglevel))
     argv = [
         "worker",
         "--pool=prefork",
