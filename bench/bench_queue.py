@@ -122,8 +122,20 @@ def overhead(
     for name, values in measured.items():
         print(f"  {broker_name} {name}: wall " + ", ".join(f"{w * 1000:.2f}" for w, _ in values)
               + " ms; CPU " + ", ".join(f"{c * 1000:.2f}" for _, c in values) + " ms")  # fmt: skip
+    SUMMARY.extend(
+        f"{broker_name} {size}: {_ratio(wall, size):.2f}x wall, {_ratio(cpu, size):.2f}x CPU"
+        for size in keys
+    )
     return [_row(broker_name, size, figures, args.prefetch)
             for size in keys for figures in (("wall", wall), ("CPU", cpu))]  # fmt: skip
+
+
+SUMMARY: list[str] = []
+"""One entry per broker and image size: overhead / floor, the figure the target is about."""
+
+
+def _ratio(ms: dict[str, float], size: str) -> float:
+    return (ms[f"{size} worker"] - ms[f"{size} in-process"]) / ms["floor"]
 
 
 def _batch(run: Callable[..., float], settings: object, batch: list[str]) -> Callable[[str], float]:
@@ -136,12 +148,12 @@ def _row(broker: str, size: str, figures: tuple[str, dict[str, float]], prefetch
     worker, fetching = ms[f"{size} worker"], ms[f"{size} worker prefetch"]
     return (
         f"| {broker} | {size} | {kind} | {local:.2f} | {worker:.2f} | {worker - local:.2f}"
-        f" | {floor:.2f} | **{(worker - local) / floor:.2f}** | {fetching:.2f}"
+        f" | {floor:.2f} | **{_ratio(ms, size):.2f}** | {fetching:.2f}"
         f" | {(fetching - local) / floor:.2f} |"
     )
 
 
-def scaling(url: str, root: Path, keys: list[str]) -> None:
+def scaling(url: str, root: Path, keys: list[str]) -> float:
     rates = {}
     for count in (1, 2):
         config = write_config(root, url, url, f"scale{count}")
@@ -154,6 +166,7 @@ def scaling(url: str, root: Path, keys: list[str]) -> None:
         print(f"{count} worker process(es): {len(keys)} images (4000x3000 JPEG) in {seconds:.2f} s"
               f" = {rates[count]:.1f} items/s")  # fmt: skip
     print(f"ratio 2 workers / 1 worker: {rates[2] / rates[1]:.2f}x (target >= 1.8x)")
+    return rates[2] / rates[1]
 
 
 def main() -> int:
@@ -191,9 +204,11 @@ def main() -> int:
             print("\n".join(rows))
             if not args.no_scaling:
                 start = time.perf_counter()
-                scaling(redis_url, root, keys["12mp"][: args.scaling_items])
+                two = scaling(redis_url, root, keys["12mp"][: args.scaling_items])
                 print(f"(scaling took {time.perf_counter() - start:.0f} s)")
+                SUMMARY.append(f"two workers {two:.2f}x one (target >= 1.8x)")
         print(f"load average {os.getloadavg()[0]:.1f} at the end")
+        print("SUMMARY overhead / floor (target <= 1.5x on redis, defaults): " + "; ".join(SUMMARY))
     finally:
         shutil.rmtree(root, ignore_errors=True)
     return 0
