@@ -88,7 +88,7 @@ class ItemTask(Task):
         count = self._delivery_count(delivery)
         with item_context(task_id=self.request.id):  # each of its log lines names the task
             poisoned = self._poison(item, count)
-            result = poisoned if poisoned is not None else self._process(item)
+            result = poisoned if poisoned is not None else self._process(item, count > 1)
         if self._counted():
             self.counter().clear_later(delivery)
         # The SPEC 7 object, no more: `problems` only where verification found some.
@@ -130,11 +130,13 @@ class ItemTask(Task):
         log.error("item %s: poison: %s", item.item_id, message)
         return ItemResult.failure(item, Reason.POISON, message)
 
-    def _process(self, item: Item) -> ItemResult:
+    def _process(self, item: Item, redelivered: bool) -> ItemResult:
         try:
             with _soft_limit_fails_as_timeout(item, self.queue_label, self._soft_limit()):
                 storage = self.storage(item.integration)
-                return process_item(item, app.settings, storage, raise_transient=True)
+                return process_item(
+                    item, app.settings, storage, raise_transient=True, redelivered=redelivered
+                )
         except TransientError as exc:
             return self._retry_or_fail(item, exc)
         except (ItemTimeout, SoftTimeLimitExceeded) as exc:

@@ -180,6 +180,47 @@ def test_failure_after_thumbnail_leaves_no_marker_and_rerun_succeeds(make_integr
     assert json.loads(storage.read_bytes(layout.metadata_key))["payload"]["storage_key"] == key
 
 
+class _CountingChanges(LocalStorage):
+    """A local bucket that records every key written or deleted."""
+
+    def __init__(self, root: Path, integration: str) -> None:
+        super().__init__(root, integration)
+        self.changed: list[str] = []
+
+    def put(self, key, data, content) -> None:
+        self.changed.append(key)
+        super().put(key, data, content)
+
+    def delete(self, key: str) -> None:
+        self.changed.append(key)
+        super().delete(key)
+
+
+def test_a_redelivered_item_its_dead_worker_committed_is_not_redone(make_integration) -> None:
+    settings, integration = make_integration("local")
+    storage = open_writable(integration, settings)
+    key = _upload(storage, integration, "scans/page.tif", _tiff())
+    item = Item(integration=integration.name, key=key)
+    layout = SlotLayout(integration.prefix, item.item_id, item.slot)
+    first = process_item(item, settings, storage)
+    marker = storage.read_bytes(layout.metadata_key)
+
+    watched = _CountingChanges(integration.root, integration.name)
+    again = process_item(item, settings, watched, redelivered=True)
+
+    assert again.status == Status.OK and watched.changed == []  # nothing redone or rewritten
+    assert (again.type, again.payload, again.assets) == (first.type, first.payload, first.assets)
+    assert storage.read_bytes(layout.metadata_key) == marker
+    assert process_item(item, settings, watched).status == Status.OK  # a first delivery redoes
+    assert layout.metadata_key in watched.changed
+
+    watched.changed.clear()
+    storage.write(key, _tiff(320, 200))  # the source changed since: a new ETag
+    redone = process_item(item, settings, watched, redelivered=True)
+    assert redone.payload is not None and redone.payload["width"] == 320
+    assert layout.metadata_key in watched.changed
+
+
 def test_item_id_is_uuid5_of_key_alone_and_explicit_id_wins(
     make_integration, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -58,10 +58,11 @@ def marked_of(layout: SlotLayout, metadata: Metadata) -> Marked:
 
 
 def is_current(marked: Marked, source: ObjectInfo, fps: float | None = None) -> bool:
-    """The one "is this item up to date" rule (the worker's `preextract` and `reprocess` ask it):
-    its marker names this very source (same ETag: a changed object gets a new one, whatever its
-    size), the running pipeline version, and, when `fps` is given, a video made at the frame
-    rate asked for now (SPEC 4.2's step rule)."""
+    """The one "is this item up to date" rule, asked by `preextract`, `reprocess` and a worker
+    given an item again after the worker that had it died: its marker names this very source
+    (same ETag: a changed object gets a new one, whatever its size), the running pipeline
+    version, and, when `fps` is given, a video made at the frame rate asked for now (SPEC 4.2's
+    step rule)."""
     return (
         marked.pipeline_version == PIPELINE_VERSION
         and _same_etag(marked.etag, source.etag)
@@ -82,15 +83,21 @@ def _same_fps(marked: Marked, fps: float) -> bool:
     return abs(made - wanted) < 0.01 or (fps > 0 and abs(made - fps) < 0.01)
 
 
-def read_marker(storage: ReadableStorage, layout: SlotLayout) -> tuple[str, Marked] | None:
-    """The source key a slot's marker names and what it says; None when absent or unreadable
-    (the item is then redone)."""
+def read_metadata(storage: ReadableStorage, layout: SlotLayout) -> Metadata | None:
+    """A slot's commit marker; None when absent or unreadable (the item is then redone)."""
     try:
-        metadata = Metadata.model_validate_json(storage.read_bytes(layout.metadata_key))
+        return Metadata.model_validate_json(storage.read_bytes(layout.metadata_key))
     except NotFound:
         return None
     except (ValidationError, ValueError):
         log.warning("unreadable commit marker %s; its item is redone", layout.metadata_key)
+        return None
+
+
+def read_marker(storage: ReadableStorage, layout: SlotLayout) -> tuple[str, Marked] | None:
+    """The source key a slot's marker names and what it says; None when absent or unreadable."""
+    metadata = read_metadata(storage, layout)
+    if metadata is None:
         return None
     return metadata.source.key, marked_of(layout, metadata)
 

@@ -35,6 +35,7 @@ from worker.fetch import fetch, resolve
 from worker.items import Item, ItemType
 from worker.kinds import SNIFF_BYTES, MediaKind, PayloadInput, ProcessContext, Resolved, registry
 from worker.layout import SlotLayout, source_folder, source_name
+from worker.markers import is_current, marked_of, read_metadata
 from worker.media import MediaResult, ProgressCallback, no_progress
 from worker.observability import observe_bytes, observe_stage, observed_item
 from worker.payloads import ItemResult, Metadata, Payload, SourceInfo, Status
@@ -55,13 +56,16 @@ def process_item(
     progress: ProgressCallback = no_progress,
     raise_transient: bool = False,
     source: ReadableStorage | None = None,
+    redelivered: bool = False,
 ) -> ItemResult:
     """Process (or, for a read-only integration, verify) one item and report how it went.
 
     Permanent failures come back as a `failed` result with their reason code. Transient ones are
     raised when `raise_transient` (so a queue can retry them), else reported the same way.
     `source` is where the item's key is read from when that is not the integration's own storage
-    (`preextract` reads a local copy of the bucket and writes to another folder or bucket)."""
+    (`preextract` reads a local copy of the bucket and writes to another folder or bucket).
+    `redelivered`: an earlier delivery of this item died (its worker was killed), perhaps after
+    its commit; the item is then not redone when its marker is current (`markers.is_current`)."""
     integration = settings.integration(item.integration)
     storage = storage if storage is not None else open_storage(integration, settings)
     try:
@@ -71,7 +75,7 @@ def process_item(
             return verify_item(item, integration, storage, limits=settings.limits)
         assert isinstance(storage, Storage), "a writable integration opens writable storage"
         run = _Run(item, integration, settings, storage, source or storage, progress)
-        return run.process()
+        return run.process(redelivered)
     except TransientError as exc:
         if raise_transient:
             raise
@@ -150,9 +154,13 @@ class _Run:
         self.layout = SlotLayout(integration.prefix, item.item_id, item.slot)
         self.timings = _Timings()
 
-    def process(self) -> ItemResult:
+    def process(self, redelivered: bool = False) -> ItemResult:
         with self.timings.stage("plan"):
-            source, kind, earlier = self.plan()
+            source, kind = self.plan()
+            committed = self.committed_before(source, kind) if redelivered else None
+            if committed is not None:
+                return committed
+            earlier = self.unmark()
         work_dir = scratch_dir(self.settings.worker.work_dir, f"mw-{self.item.item_id[:8]}-")
         try:
             with self.timings.stage("fetch"):
@@ -164,15 +172,42 @@ class _Run:
             shutil.rmtree(work_dir, ignore_errors=True)
         return self.commit(kind, source, info, rendered, earlier)
 
-    def plan(self) -> tuple[Resolved, MediaKind, list[Asset]]:
-        """Resolve the source once (a folder source is listed here), check its size, tell its
-        kind, and drop the earlier marker, which would vouch for outputs about to be replaced."""
+    def plan(self) -> tuple[Resolved, MediaKind]:
+        """Resolve the source once (a folder source is listed here), check its size and tell
+        its kind."""
         source = resolve(self.source_storage, self.item.key, self.settings.limits.max_source_bytes)
         _check_source_size(self.item, source.main, self.settings)
         kind = registry.kind(detect_type(self.item, self.source_storage, source.main.key))
+        return source, kind
+
+    def committed_before(self, source: Resolved, kind: MediaKind) -> ItemResult | None:
+        """The result an earlier delivery committed, when its marker names this very source at
+        this pipeline version: its worker was killed between the commit and the acknowledgement,
+        and the item is not redone."""
+        found = read_metadata(self.storage, self.layout)
+        if found is None or found.source.key != source.main.key:
+            return None
+        if not is_current(marked_of(self.layout, found), source.main, self.item.fps):
+            return None
+        log.info(
+            "item %s (%s): committed by an earlier delivery; not redone",
+            self.item.item_id, self.item.key,
+        )  # fmt: skip
+        return ItemResult.of(
+            self.item,
+            Status.OK,
+            kind.name,
+            found.payload,
+            message="; ".join(found.warnings),
+            assets=found.assets,
+        )
+
+    def unmark(self) -> list[Asset]:
+        """Drop the earlier marker, which would vouch for outputs about to be replaced; what it
+        listed is removed after the new commit unless listed again."""
         earlier = earlier_assets(self.storage, self.layout)
         self.storage.delete(self.layout.metadata_key)
-        return source, kind, earlier
+        return earlier
 
     def render(self, kind: MediaKind, local: Path, work_dir: Path) -> _Rendered:
         """Run the kind's processor, its outputs streaming to storage through a bounded sink."""
