@@ -41,6 +41,7 @@ from faultproxy import FaultPlan, _Proxy, fault_proxy  # noqa: E402
 from servers import moto_server  # noqa: E402
 from soak_support import Fleet, RssLog, media_files, summarize_rss  # noqa: E402
 
+from worker.assets import Asset, Series, iter_keys  # noqa: E402
 from worker.cli.queue import result_of  # noqa: E402
 from worker.config import load_settings  # noqa: E402
 from worker.items import Item  # noqa: E402
@@ -118,11 +119,16 @@ def check_outputs(moto: str, items: list[Item], results: list[Any], prefix: str)
         except s3.exceptions.NoSuchKey:
             missing_marker.append(item.key)
             continue
-        listed = set(json.loads(body)["assets"])
+        listed = set(iter_keys(_parse_assets(json.loads(body)["assets"])))
         stored = set(_keys(s3, layout.key("")))
         missing_assets += sorted(listed - stored)[:1]
     return {"statuses": statuses, "missing_metadata": missing_marker[:5],
             "items_missing_assets": len(missing_assets)}  # fmt: skip
+
+
+def _parse_assets(raw: list[Any]) -> list[Asset]:
+    """A marker's compact asset list: plain keys and numbered series."""
+    return [entry if isinstance(entry, str) else Series.model_validate(entry) for entry in raw]
 
 
 def _keys(s3: Any, prefix: str) -> list[str]:
