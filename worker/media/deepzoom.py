@@ -266,7 +266,13 @@ class _BandReader:
         # Bands and pieces follow the slide's own tiles, so that no stored tile is decoded twice.
         stored_w, stored_h = _stored_tile(self.slide, "width"), _stored_tile(self.slide, "height")
         self.rows = stored_h * max(1, BAND_PIXELS // (width * stored_h))
-        pieces = max(threads, math.ceil(width * self.rows / READ_PIXELS))
+        # A direct read of whole bands keeps every thread decoding, as `BANDS_AHEAD` bands are
+        # read at once, and spares pasting pieces into a band; OpenSlide's reads are bounded
+        # (`READ_PIXELS`, as RGBA) and split so that every thread works on the band at hand.
+        if self.direct is not None and threads <= BANDS_AHEAD + 1:
+            pieces = 1
+        else:
+            pieces = max(threads, math.ceil(width * self.rows / READ_PIXELS))
         columns = math.ceil(width / pieces / stored_w) * stored_w
         self.columns = columns + columns % 2
 
@@ -353,7 +359,7 @@ class _TileWriter:
         self.total = total
         self.done = 0
         self.queued: deque[tuple[str, Future[bytes]]] = deque()
-        self.flat: dict[tuple[int, int, bytes], bytes] = {}
+        self.flat: dict[tuple[int, int, object], bytes] = {}
         progress("tiles", 0, total)
 
     def submit(self, level: int, col: int, row: int, region: Region) -> None:
@@ -376,15 +382,14 @@ class _TileWriter:
 
     def _encode(self, region: Region) -> bytes:
         tile = region.image()
-        raw = tile.tobytes()
-        pixel = raw[:3]
         # One flat colour (background, empty glass) encodes to the same bytes every time.
-        flat = raw[-3:] == pixel and raw == pixel * (len(raw) // 3)
-        key = (tile.width, tile.height, pixel)
-        if flat and key in self.flat:
+        # Counting up to one colour tells it in C with no copy, and stops at a second colour.
+        colours = tile.getcolors(1)
+        key = (tile.width, tile.height, colours[0][1] if colours else None)
+        if colours and key in self.flat:
             return self.flat[key]
         out = io.BytesIO()
         tile.save(out, "JPEG", quality=TILE_JPEG_QUALITY)
-        if flat and len(self.flat) < FLAT_TILES_KEPT:
+        if colours and len(self.flat) < FLAT_TILES_KEPT:
             self.flat[key] = out.getvalue()
         return out.getvalue()

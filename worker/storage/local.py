@@ -151,9 +151,13 @@ class LocalStorage(Storage):
     @contextmanager
     def _folder(self, key: str, folders: list[str], create: bool) -> Iterator[int]:
         """A descriptor of the key's folder, reached without following any symlink."""
-        if create:
+        try:
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:
+            if not create:
+                raise
             self.root.mkdir(parents=True, exist_ok=True)  # the root itself is the operator's
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+            fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             for part in folders:
                 parent, fd = fd, -1
@@ -177,11 +181,17 @@ CHUNK = 1024 * 1024
 
 
 def _descend(parent: int, name: str, create: bool, key: str) -> int:
-    """Open folder `name` inside `parent` (closing `parent`); a symlink there is refused."""
+    """Open folder `name` inside `parent` (closing `parent`); a symlink there is refused.
+    Opened first and made only when missing: a tile pyramid writes thousands of files into
+    folders that exist, and each system call is a wait for the GIL on return."""
     try:
-        if create:
-            with suppress(FileExistsError):
-                os.mkdir(name, 0o755, dir_fd=parent)
+        try:
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
+        except FileNotFoundError:
+            if not create:
+                raise
+        with suppress(FileExistsError):
+            os.mkdir(name, 0o755, dir_fd=parent)
         return os.open(name, _DIR_FLAGS, dir_fd=parent)
     except (NotADirectoryError, OSError) as exc:
         if isinstance(exc, FileNotFoundError) and not create:
@@ -199,15 +209,25 @@ def write_exclusive(folder: int, name: str, data: bytes | Path) -> None:
     temporary = f".{name[:64]}.{secrets.token_hex(8)}.partial"
     fd = os.open(temporary, _NEW_FILE_FLAGS, 0o644, dir_fd=folder)
     try:
-        with os.fdopen(fd, "wb") as out:
-            if isinstance(data, Path):
-                with data.open("rb") as src:
-                    while chunk := src.read(CHUNK):
-                        out.write(chunk)
-            else:
-                out.write(data)
+        if isinstance(data, Path):
+            with os.fdopen(fd, "wb") as out, data.open("rb") as src:
+                while chunk := src.read(CHUNK):
+                    out.write(chunk)
+        else:
+            _write_all(fd, data)
         os.rename(temporary, name, src_dir_fd=folder, dst_dir_fd=folder)
     except BaseException:
         with suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=folder)
         raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write and close `fd` with no file object: its set-up costs three system calls, each a
+    wait for the GIL on return, and a tile pyramid writes thousands of small files."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
