@@ -40,7 +40,9 @@ class Region:
             return strip if box == (0, 0, *strip.size) else strip.crop(box)
         out = Image.new(self.parts[0][0].mode, self.size)
         for strip, box, row in self.parts:
-            out.paste(strip.crop(box), (0, row))
+            # The whole strip, placed so that its box lands at (0, row): pasting clips to
+            # `out`, and strips do not overlap, so only the box is copied, and once.
+            out.paste(strip, (-box[0], row - box[1]))
         return out
 
 
