@@ -253,7 +253,8 @@ class _Source:
 
 class _BandReader:
     """Bands of the image's columns `stripe` (x0, x1), RGB on the slide's background colour,
-    each read as a few column pieces on the pool, so that every thread decodes."""
+    read on the pool: through OpenSlide as a few column pieces each, so that every thread
+    decodes; directly from a JPEG TIFF whole, several bands at once."""
 
     def __init__(self, source: _Source, stripe: tuple[int, int], threads: int) -> None:
         self.slide = source.slide
