@@ -56,6 +56,7 @@ class ItemTask(Task):
     """The queue this task serves (for messages)."""
 
     _counter: DeliveryCounter | None = None
+    _broker_marks: bool | None = None
     _storages: ClassVar[dict[str, Storage | ReadOnlyView]] = {}
 
     @property
@@ -84,30 +85,36 @@ class ItemTask(Task):
             item = Item.model_validate(raw)
         except (InvalidItem, ValidationError, TypeError) as exc:
             return refused(raw, exc).model_dump(mode="json")
-        delivery = f"{self.request.id}:{self.request.retries}"
-        count = self._delivery_count(delivery)
-        with item_context(task_id=self.request.id):  # each of its log lines names the task
+        request = self.request
+        counted = self._counted()
+        delivery = f"{request.id}:{request.retries}"
+        count = self._delivery_count(delivery) if counted else 1
+        with item_context(task_id=request.id):  # each of its log lines names the task
             poisoned = self._poison(item, count)
             result = poisoned if poisoned is not None else self._process(item, count > 1)
-        if self._counted():
+        if counted:
             self.counter().clear_later(delivery)
         # The SPEC 7 object, no more: `problems` only where verification found some.
         return result.model_dump(mode="json", exclude=None if result.problems else {"problems"})
 
     def _delivery_count(self, delivery: str) -> int:
-        """Which delivery of this message this is, counted in a store that outlives the worker.
-        Where the broker marks every redelivery, a first delivery is number one without asking
-        the store, and only redeliveries are counted there: the store is touched only after a
-        worker died."""
-        if not self._counted():
-            return 1
-        uncounted_first = 1 if broker_marks_redeliveries(app.settings) else 0
+        """Which delivery of this message this is, counted in a store that outlives the worker
+        (asked only when `_counted`). Where the broker marks every redelivery, a first delivery
+        is number one without asking the store, and only redeliveries are counted there: the
+        store is touched only after a worker died."""
+        uncounted_first = 1 if self._marks_redeliveries() else 0
         return uncounted_first + self.counter().incr(delivery)
 
     def _counted(self) -> bool:
-        if not broker_marks_redeliveries(app.settings):
+        if not self._marks_redeliveries():
             return True
         return bool((self.request.delivery_info or {}).get("redelivered"))
+
+    def _marks_redeliveries(self) -> bool:
+        # The broker does not change under a running process: asked once, not per item.
+        if ItemTask._broker_marks is None:
+            ItemTask._broker_marks = broker_marks_redeliveries(app.settings)
+        return ItemTask._broker_marks
 
     def _poison(self, item: Item, count: int) -> ItemResult | None:
         cap = app.settings.worker.max_deliveries
