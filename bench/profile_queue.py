@@ -5,7 +5,8 @@
 One batch through `mediaworker worker --concurrency 1` and one through the bare Celery app of
 `queue_floor.py` (private redis-server, the queue bench's bucket and config), then the same
 items in process. Prints the CPU time per item of each process (the sender, the worker's main
-process, its pool process; `psutil`), then the pool processes' profiles (cProfile, CPU clock,
+process, its pool process; `psutil`; the pool processes run profiled, so theirs are inflated),
+then the pool processes' profiles (cProfile, CPU clock,
 `profiled_worker.py`) side by side: the functions whose own time per item differs most from the
 floor's pool process. CPU time, not wall time, so a shared machine blurs the figures less.
 """
@@ -59,7 +60,7 @@ def cpu_split(pid: int | None, run: Callable[[], float], count: int) -> str:
 
 
 def own_times(path: Path, count: int) -> dict[str, float]:
-    stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
     return {f"{Path(f).name}:{line}({name})": v[2] / count for (f, line, name), v in stats.items()}
 
 
