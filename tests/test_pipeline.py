@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from worker.items import Item, default_item_id
 from worker.layout import Rel, SlotLayout
 from worker.payloads import Status
 from worker.pipeline import process_item
+from worker.storage import local as local_storage
 from worker.storage import open_writable
 from worker.storage.base import Storage
 from worker.storage.local import LocalStorage
@@ -219,6 +223,30 @@ def test_a_redelivered_item_its_dead_worker_committed_is_not_redone(make_integra
     redone = process_item(item, settings, watched, redelivered=True)
     assert redone.payload is not None and redone.payload["width"] == 320
     assert layout.metadata_key in watched.changed
+
+
+def test_a_rerun_removes_what_a_killed_writer_left_in_the_slot(make_integration) -> None:
+    settings, integration = make_integration("local")
+    storage = open_writable(integration, settings)
+    key = _upload(storage, integration, "scans/page.tif", _tiff())
+    item = Item(integration=integration.name, key=key)
+    layout = SlotLayout(integration.prefix, item.item_id, item.slot)
+    dead = subprocess.Popen([sys.executable, "-c", "import os; print(os.getpid())"],
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    dead_pid = int(dead.communicate()[0])
+    folder = integration.root / layout.key("sections")
+    folder.mkdir(parents=True)
+    host = local_storage._HOST
+    killed = folder / f".000000001.jpg.{host}-{dead_pid}.00112233aabbccdd.partial"
+    writing = folder / f".000000002.jpg.{host}-{os.getpid()}.00112233aabbccdd.partial"
+    elsewhere = folder / f".000000003.jpg.0badc0de-{dead_pid}.00112233aabbccdd.partial"
+    for path in (killed, writing, elsewhere):
+        path.write_bytes(b"half a frame")
+
+    assert process_item(item, settings, storage).status == Status.OK
+
+    assert not killed.exists()  # its writer is gone: an orphan of this machine
+    assert writing.exists() and elsewhere.exists()  # a live writer's, another machine's
 
 
 def test_item_id_is_uuid5_of_key_alone_and_explicit_id_wins(

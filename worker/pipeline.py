@@ -248,6 +248,7 @@ class _Run:
         body = metadata.model_dump_json(indent=2, exclude_none=True).encode()
         self.storage.write(self.layout.metadata_key, body, "application/json")
         remove_stale(self.storage, self.layout, metadata.assets, earlier)
+        self.storage.remove_orphans(self.layout.root)
         log.info(
             "item %s (%s) done as %s: %d assets, timings %s",
             self.item.item_id, self.item.key, kind.name, rendered.count, self.timings.seconds,

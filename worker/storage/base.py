@@ -187,6 +187,11 @@ class Storage(ReadableStorage):
     def write_text(self, key: str, text: str, content_type: str = "text/plain") -> None:
         self.write(key, text.encode(), content_type=f"{content_type}; charset=utf-8")
 
+    def remove_orphans(self, prefix: str) -> int:
+        """Remove what writers killed mid-write left under `prefix`; returns how many. Object
+        stores publish an object whole or not at all, so by default there is nothing."""
+        return 0
+
 
 class ReadOnlyView(ReadableStorage):
     """Wraps any storage and exposes only reads: a read-only integration cannot write by

@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import mimetypes
 import os
+import re
 import secrets
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -143,6 +145,22 @@ class LocalStorage(Storage):
         except FileNotFoundError:
             return
 
+    def remove_orphans(self, prefix: str) -> int:
+        """Temporaries under `prefix` whose writer, a process of this machine, is gone (a worker
+        SIGKILLed mid-write): the next run of the item must leave only what its marker lists.
+        A live writer's, or another machine's (a shared folder), are left alone."""
+        start = self._path(prefix.rstrip("/"))
+        if start.is_symlink():
+            return 0
+        removed = 0
+        for dirpath, _, filenames in os.walk(start):
+            for name in filenames:
+                if _orphaned(name):
+                    with suppress(FileNotFoundError):
+                        (Path(dirpath) / name).unlink()
+                        removed += 1
+        return removed
+
     @staticmethod
     def _split(key: str) -> tuple[list[str], str]:
         *folders, name = key.split("/")
@@ -204,9 +222,32 @@ def _descend(parent: int, name: str, create: bool, key: str) -> int:
         os.close(parent)
 
 
+_HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_TEMPORARY = re.compile(r"^\..*\.([0-9a-f]{8})-(\d+)\.[0-9a-f]{16}\.partial$")
+
+
+def _temporary_name(name: str) -> str:
+    """Names its writer (this machine, this process) so that what a killed one left can be
+    told from what a live one is writing."""
+    return f".{name[:64]}.{_HOST}-{os.getpid()}.{secrets.token_hex(8)}.partial"
+
+
+def _orphaned(name: str) -> bool:
+    match = _TEMPORARY.match(name)
+    if match is None or match.group(1) != _HOST:
+        return False
+    try:
+        os.kill(int(match.group(2)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
+
+
 def write_exclusive(folder: int, name: str, data: bytes | Path) -> None:
     """Write to a new, exclusively created temporary name in `folder`, then rename it to `name`."""
-    temporary = f".{name[:64]}.{secrets.token_hex(8)}.partial"
+    temporary = _temporary_name(name)
     fd = os.open(temporary, _NEW_FILE_FLAGS, 0o644, dir_fd=folder)
     try:
         if isinstance(data, Path):
