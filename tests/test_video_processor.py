@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,15 @@ def test_every_format_gives_the_full_output_set(runs: dict[str, Run], name: str)
         for segment in names:
             assert run.path(Rel.segments_dir(quality) + segment).stat().st_size > 0
         assert rendition.bitrate > 0
+        _assert_target_covers_every_segment(index)
+
+
+def _assert_target_covers_every_segment(index: str) -> None:
+    """RFC 8216 4.3.3.1: each EXTINF, rounded to the nearest integer, is at most the target."""
+    lines = index.splitlines()
+    [target] = [int(ln.split(":")[1]) for ln in lines if ln.startswith("#EXT-X-TARGETDURATION:")]
+    durations = [float(ln[8:].split(",")[0]) for ln in lines if ln.startswith("#EXTINF:")]
+    assert durations and all(math.floor(d + 0.5) <= target for d in durations), (target, durations)
 
 
 @pytest.mark.parametrize("name", GOOD)
@@ -234,6 +244,7 @@ def test_long_clip_index_lists_every_segment(tmp_path: Path) -> None:
         assert sum(durations) == pytest.approx(LONG_CLIP.frames / FPS, abs=0.2)
         target = int(lines[2].removeprefix("#EXT-X-TARGETDURATION:"))
         assert abs(target - max(durations)) <= 0.5
+        _assert_target_covers_every_segment("\n".join(lines))
     with av.open(str(run.path(Rel.hls_index("high")))) as container:
         assert len(list(container.decode(video=0))) == LONG_CLIP.frames
     per_segment: dict[int, int] = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 from array import array
@@ -378,7 +379,7 @@ class HlsWriter:
         if entry is None:  # the window is sized so that this cannot happen: a bug of ours
             raise RuntimeError(f"HLS {self.spec.quality}: {name} is not in the muxer's window")
         self._entries.write("".join(f"{line}\n" for line in entry))
-        self._target = max(self._target, playlist.target_duration())
+        self._target = max(self._target, playlist.target_duration(), _rounded_duration(entry))
 
     def _close_quietly(self) -> None:
         self._entries.close()
@@ -386,6 +387,16 @@ class HlsWriter:
             self._container.close()
         except Exception:  # already failing: the first error is the one to report
             log.debug("closing HLS %s after a failure", self.spec.quality, exc_info=True)
+
+
+def _rounded_duration(entry: list[str]) -> int:
+    """A segment's duration rounded to the nearest integer, halves up: what RFC 8216 requires
+    the target duration to cover (FFmpeg's muxer rounds halves to even, so a 2.5 s segment
+    would get a target of 2, which strict players and validators refuse)."""
+    for line in entry:
+        if line.startswith("#EXTINF:"):
+            return math.floor(float(line.removeprefix("#EXTINF:").split(",", 1)[0]) + 0.5)
+    return 0
 
 
 def _index_duration(text: str) -> float:
