@@ -213,9 +213,11 @@ def test_200_mixed_items_two_workers_each_done_exactly_once(
     # Hard limits a worker can hold within RabbitMQ's default 30-minute consumer timeout.
     dep = deploy(url, limits={"item_timeout_seconds": 1200})
     items = _mixed_batch(dep, media, 200)
+    # Both consume before the batch is sent: started one after the other on a busy queue, the
+    # first could take nearly all of it while the second boots.
+    first, second = dep.start_worker(), dep.start_worker()
     sent = send_items(items, dep.settings)
     assert {s.queue for s in sent} == {"images", "videos", "slides"}
-    first, second = dep.start_worker(), dep.start_worker()
     results = dep.results([(s.task_id, s.item) for s in sent], timeout=150)
     assert [r.status.value for r in results] == ["ok"] * 200, [
         (r.key, r.reason, r.message) for r in results if r.status.value != "ok"
