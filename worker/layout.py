@@ -106,11 +106,6 @@ class SlotLayout:
     def key(self, rel: str) -> str:
         return self.root + rel
 
-    def rel_of(self, key: str) -> str:
-        if not key.startswith(self.root):
-            raise ValueError(f"{key!r} is not under {self.root!r}")
-        return key[len(self.root) :]
-
     @property
     def metadata_key(self) -> str:
         return self.key(METADATA)

@@ -177,10 +177,6 @@ def item_context(**fields: str) -> Iterator[None]:
         _CONTEXT.reset(token)
 
 
-def current_context() -> dict[str, str]:
-    return dict(_CONTEXT.get() or {})
-
-
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the item context and any of
     `RECORD_FIELDS` passed through `extra=`. Scrubbed again as a whole, so nothing a field

@@ -392,15 +392,6 @@ def check_tiles(
     _check_objects(storage, tiles, report)
 
 
-def dzi_level_tiles(dzi: bytes) -> list[tuple[int, int]]:
-    """Columns and rows of each Deep Zoom level, smallest first, as OpenSlide's generator makes
-    them (for a descriptor already checked against its payload, see `worker.claims`)."""
-    root = ET.fromstring(dzi)
-    size = next(el for el in root.iter() if el.tag.endswith("Size"))
-    width, height = int(size.attrib["Width"]), int(size.attrib["Height"])
-    return claims.pyramid(width, height, int(root.attrib["TileSize"]))
-
-
 def _check_source_size(payload: Payload, info: ObjectInfo | None, report: Report) -> None:
     """A payload that records its source's size (images, slides) names a replaced source."""
     size = getattr(payload, "size_bytes", None)

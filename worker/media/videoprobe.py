@@ -28,10 +28,6 @@ _FRAME_EXACT_FORMATS = ("mov", "mp4", "avi")
 """Containers whose header counts frames exactly (a sample table or an index)."""
 
 
-def looks_like_video_container(path: Path) -> bool:
-    return sniff_demuxer(path) is not None
-
-
 @contextmanager
 def open_container(path: Path) -> Iterator[av.container.InputContainer]:
     """The source opened by the demuxer its own bytes call for (`worker.media.demux`): never a

@@ -72,10 +72,6 @@ LOCAL_FOLDER = "local"
 """The provider of a folder given on the command line (`preextract DEST`, `report --files`)."""
 
 
-def provider_names() -> tuple[str, ...]:
-    return tuple(PROVIDERS)
-
-
 def sdk_loggers() -> list[str]:
     """Every provider's SDK loggers that must stay above DEBUG (see `ProviderEntry.loggers`)."""
     return sorted({name for entry in PROVIDERS.values() for name in entry.loggers})
