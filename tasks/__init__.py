@@ -19,6 +19,7 @@ overwritten in place and `metadata.json` is written last (the pipeline's commit 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import threading
@@ -209,6 +210,28 @@ def refused(raw: Any, exc: Exception) -> ItemResult:
     )
 
 
+class _SoftLimit:
+    """The pool's soft-limit signal (SIGUSR1) fails the running item as `timeout`: its handler
+    is installed once per pool process, and each item only names itself, as swapping signal
+    handlers twice per item costs a small image more than anything else the task adds."""
+
+    running: tuple[Item, str, float] | None = None
+    """The item being processed, its queue and its soft limit in seconds."""
+    installed_in: int | None = None
+    """The process whose handler this is (a forked pool process inherits the flag)."""
+
+    @classmethod
+    def handle(cls, signum: int, frame: Any) -> None:
+        if cls.running is None:  # between items: what the pool's own handler does
+            raise SoftTimeLimitExceeded()
+        item, queue, seconds = cls.running
+        raise ItemTimeout(
+            f"{item.key}: still processing after the {queue} queue's soft time limit of"
+            f" {seconds:.0f} s; raise limits.queue_timeout_seconds for {queue!r} (or"
+            " limits.item_timeout_seconds) if items this large are expected"
+        )
+
+
 @contextmanager
 def _soft_limit_fails_as_timeout(item: Item, queue: str, seconds: float | None) -> Iterator[None]:
     """Turn the pool's soft-limit signal into `ItemTimeout`, a permanent error the pipeline
@@ -218,19 +241,15 @@ def _soft_limit_fails_as_timeout(item: Item, queue: str, seconds: float | None) 
     if not seconds or sig is None or threading.current_thread() is not threading.main_thread():
         yield
         return
-
-    def on_soft_limit(signum: int, frame: Any) -> None:
-        raise ItemTimeout(
-            f"{item.key}: still processing after the {queue} queue's soft time limit of"
-            f" {seconds:.0f} s; raise limits.queue_timeout_seconds for {queue!r} (or"
-            " limits.item_timeout_seconds) if items this large are expected"
-        )
-
-    previous = signal.signal(sig, on_soft_limit)
+    if _SoftLimit.installed_in != os.getpid():
+        # After billiard's own handler, which it installs once the process initializer ran.
+        signal.signal(sig, _SoftLimit.handle)
+        _SoftLimit.installed_in = os.getpid()
+    _SoftLimit.running = (item, queue, seconds)
     try:
         yield
     finally:
-        signal.signal(sig, previous)
+        _SoftLimit.running = None
 
 
 @signals.worker_process_shutdown.connect(weak=False, dispatch_uid="mw-counter-flush")

@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 import uuid
+import zlib
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ import pytest
 from faultproxy import FaultPlan, fault_proxy
 from servers import rabbitmq_vhost, redis_server
 
+from fixtures.hostile import tiled_tiff
 from fixtures.images import generate_images
 from fixtures.slides import generate_slides
 from fixtures.videos import CLIPS, Clip, write_clip
@@ -179,7 +182,13 @@ def _lines(values: dict[str, Any]) -> str:
 def _assert_done_once(dep: Deployment, items: list[Item]) -> None:
     """Each item has its commit marker, every asset it lists exists, and exactly one worker
     process finished it exactly once."""
-    logs = dep.logs()
+    finished = Counter(
+        record.get("item_id")
+        for record in map(
+            json.loads, (line for line in dep.logs().splitlines() if line.startswith("{"))
+        )
+        if record["message"].startswith("item finished: ok")
+    )
     for item in items:
         layout = dep.layout(item)
         marker = dep.bucket / layout.metadata_key
@@ -188,7 +197,7 @@ def _assert_done_once(dep: Deployment, items: list[Item]) -> None:
         assert metadata.assets, item.key
         missing = [a for a in iter_keys(metadata.assets) if not (dep.bucket / a).is_file()]
         assert not missing, f"{item.key}: missing assets {missing[:3]}"
-        assert logs.count(f"item {item.item_id} ({item.key}) done") == 1, item.key
+        assert finished[item.item_id] == 1, item.key
 
 
 def _mixed_batch(dep: Deployment, media: dict[str, Path], count: int) -> list[Item]:
@@ -226,7 +235,7 @@ def test_200_mixed_items_two_workers_each_done_exactly_once(
     _assert_done_once(dep, items)
     # Both workers took a share: the queue feeds whoever is free.
     for log in (first, second):
-        assert log.read_text().count(" done as ") >= 20
+        assert log.read_text().count("item finished: ok") >= 20
 
 
 def test_embedded_default_worker_and_enqueue_need_no_server(
@@ -391,3 +400,28 @@ def test_rabbitmq_worker_refuses_to_start_when_its_items_outlast_the_consumer_ti
     [line] = refused.stderr.strip().splitlines()
     assert "consumer_timeout = 7560000 (ms)" in line
     assert "limits.queue_timeout_seconds for 'videos'" in line
+
+
+def test_soft_time_limit_fails_each_slow_item_as_timeout_and_the_worker_goes_on(
+    deploy: Any, redis_url: str, media: dict[str, Path], tmp_path: Path
+) -> None:
+    """The pool process's soft-limit handler is installed once: a second slow item times out
+    the same way, and the items between them are unaffected."""
+    slow = tmp_path / "slow.tiff"
+    tile = zlib.compress(b"\xf0" * 256 * 256 * 3, 9)
+    slow.write_bytes(tiled_tiff(40000, 40000, 256, tile, (-(-40000 // 256)) ** 2))
+    dep = deploy(redis_url, limits={"queue_timeout_seconds": {"slides": 8, "images": 600}})
+    good = media["jpeg_baseline"]
+    keys = [dep.put("in/slow-1.tiff", slow), dep.put("in/good-1.jpg", good),
+            dep.put("in/slow-2.tiff", slow), dep.put("in/good-2.jpg", good)]  # fmt: skip
+    dep.start_worker("--queues", "images,slides")
+    items = [Item(integration="demo", key=k, type="auto") for k in keys]
+    sent = send_items(items, dep.settings)
+    results = dep.results([(s.task_id, s.item) for s in sent], timeout=120)
+    assert [(r.status.value, r.reason.value if r.reason else None) for r in results] == [
+        ("failed", "timeout"), ("ok", None), ("failed", "timeout"), ("ok", None)
+    ]  # fmt: skip
+    for slow_item, result in ((items[0], results[0]), (items[2], results[2])):
+        assert "slides queue's soft time limit of 7 s" in result.message, result.message
+        assert not (dep.bucket / dep.layout(slow_item).metadata_key).exists()
+    assert "WorkerLostError" not in dep.logs() and "Hard time limit" not in dep.logs()

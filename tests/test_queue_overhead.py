@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from worker.celery_app import prefetch_multiplier
 from worker.config import settings_from_dict
 from worker.items import Item
 from worker.observability import (
+    CELERY_RECEIVED_LOGGER,
     CELERY_TRACE_LOGGER,
     REDACTED,
     enable_for_worker,
@@ -129,17 +131,18 @@ def test_scrubber_shortcut_misses_no_spelling_the_patterns_match(line: str) -> N
     assert REDACTED in cleaned
 
 
-def test_celery_trace_lines_only_at_debug() -> None:
-    trace = logging.getLogger(CELERY_TRACE_LOGGER)
-    saved = trace.level
+@pytest.mark.parametrize("name", [CELERY_TRACE_LOGGER, CELERY_RECEIVED_LOGGER])
+def test_celery_per_task_lines_only_at_debug(name: str) -> None:
+    celery_logger = logging.getLogger(name)
+    saved = celery_logger.level
     try:
         quiet_task_trace(logging.DEBUG)
-        assert trace.level == saved
+        assert celery_logger.level == saved
         quiet_task_trace(logging.INFO)
-        assert not trace.isEnabledFor(logging.INFO)
-        assert trace.isEnabledFor(logging.ERROR), "failures still show"
+        assert not celery_logger.isEnabledFor(logging.INFO)
+        assert celery_logger.isEnabledFor(logging.ERROR), "failures still show"
     finally:
-        trace.setLevel(saved)
+        celery_logger.setLevel(saved)
 
 
 def test_worker_logs_items_with_their_task_and_sender_subscribes_once(
@@ -167,4 +170,8 @@ def test_worker_logs_items_with_their_task_and_sender_subscribes_once(
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     finished = [line for line in lines if line["message"].startswith("item finished")]
     assert sorted(line["task_id"] for line in finished) == sorted(e.task_id for e in sent)
-    assert not [line for line in lines if " succeeded in " in line["message"]]
+    # One line per item at INFO: Celery's `received` and `succeeded` lines only at DEBUG.
+    assert not [line for line in lines if re.match(r"Task \S+\[\S+\] (received|succeeded)",
+                                                    line["message"])]  # fmt: skip
+    per_item = [line for line in lines if line["level"] == "info" and line.get("item_id")]
+    assert len(per_item) == len(keys), per_item

@@ -85,7 +85,8 @@ def test_time_limits_per_queue_and_visibility_outlasts_them(tmp_path: Path) -> N
     }
     assert config["broker_transport_options"]["visibility_timeout"] > 1000
     assert visibility_timeout(settings) == config["broker_transport_options"]["visibility_timeout"]
-    assert config["result_backend"] == "redis://127.0.0.1:6379/0"
+    # Celery's Redis backend, storing each result in one round trip (test_results.py).
+    assert config["result_backend"] == "worker.results:RedisResultBackend+redis://127.0.0.1:6379/0"
 
 
 def test_queue_prefix_names_queues_and_routes(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from worker import embedded_broker
 from worker.config import Settings, load_settings
 from worker.kinds.registry import FALLBACK_QUEUE, QUEUES, TASK_NAMES, kind
 from worker.observability import enable_for_worker
+from worker.results import backend_url
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,10 @@ def _server_broker(settings: Settings) -> dict[str, Any]:
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Every Celery setting, derived from the worker's settings."""
     names = {q: queue_name(settings, q) for q in QUEUES}
+    results = result_backend(settings)
     config: dict[str, Any] = {
-        "result_backend": result_backend(settings),
+        # On Redis, results are stored in one round trip instead of Celery's two.
+        "result_backend": backend_url(results) if is_redis(results) else results,
         "result_expires": RESULT_EXPIRES_SECONDS,
         "task_serializer": "json",
         "result_serializer": "json",

@@ -291,11 +291,18 @@ METRICS = Metrics(DEFAULT_REGISTRY)
 REGISTRY = DEFAULT_REGISTRY
 
 
+@functools.cache
+def _labelled(metric: Any, *values: str) -> Any:
+    """`metric.labels(*values)`, looked up once: the same child every time, without the lock
+    and the label checks `labels()` goes through on every sample (several per item)."""
+    return metric.labels(*values)
+
+
 def observe_stage(stage: str, seconds: float) -> None:
     """A pipeline stage ended: one histogram sample, and a DEBUG line with its duration (at
     INFO a worker logs its items, not their stages: a formatted, scrubbed line costs a small
     image's worker a noticeable share of its time)."""
-    METRICS.stage_seconds.labels(stage).observe(seconds)
+    _labelled(METRICS.stage_seconds, stage).observe(seconds)
     log.debug(
         "stage %s took %.1f ms",
         stage,
@@ -305,8 +312,8 @@ def observe_stage(stage: str, seconds: float) -> None:
 
 
 def observe_bytes(item_type: str, read: int, written: int) -> None:
-    METRICS.bytes_read.labels(item_type).inc(max(0, read))
-    METRICS.bytes_written.labels(item_type).inc(max(0, written))
+    _labelled(METRICS.bytes_read, item_type).inc(max(0, read))
+    _labelled(METRICS.bytes_written, item_type).inc(max(0, written))
 
 
 def observe_queue_wait(queue: str, enqueued_at: float | None, now: float | None = None) -> None:
@@ -314,14 +321,14 @@ def observe_queue_wait(queue: str, enqueued_at: float | None, now: float | None 
     if enqueued_at is None:
         return
     wait = max(0.0, (now if now is not None else time.time()) - float(enqueued_at))
-    METRICS.queue_wait.labels(queue or "default").observe(wait)
+    _labelled(METRICS.queue_wait, queue or "default").observe(wait)
 
 
 def observe_result(item_type: str, status: str, reason: str | None, seconds: float) -> None:
-    METRICS.items.labels(item_type, status).inc()
-    METRICS.item_seconds.labels(item_type).observe(seconds)
+    _labelled(METRICS.items, item_type, status).inc()
+    _labelled(METRICS.item_seconds, item_type).observe(seconds)
     if reason:
-        METRICS.failures.labels(reason).inc()
+        _labelled(METRICS.failures, reason).inc()
 
 
 P = ParamSpec("P")
@@ -397,13 +404,19 @@ ENQUEUED_AT_HEADER = "mw_enqueued_at"
 CELERY_TRACE_LOGGER = "celery.app.trace"
 
 
+CELERY_RECEIVED_LOGGER = "celery.worker.strategy"
+
+
 def quiet_task_trace(level: int) -> None:
-    """Above DEBUG, Celery does not build its per-task INFO lines at all: `Task ... succeeded
-    in ...: <result>` says what the item's `done` and `item finished` lines say (which name the
-    task too), and `Task ... retry: ...` what the task's own retry warning says. Its failure
+    """Above DEBUG, Celery does not build its per-task INFO lines at all, so that an item gets
+    one line at INFO, `item finished` (status, reason, duration, task id): Celery's
+    `Task ... received` line in the main process, `Task ... succeeded in ...: <result>` and
+    `Task ... retry: ...` in the pool process say nothing that line and the task's own retry
+    warning do not, and each costs a small image a noticeable share of its time. Its failure
     lines (ERROR) still show."""
     if level > logging.DEBUG:
-        logging.getLogger(CELERY_TRACE_LOGGER).setLevel(logging.WARNING)
+        for name in (CELERY_TRACE_LOGGER, CELERY_RECEIVED_LOGGER):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def task_trace_shown() -> bool:

@@ -249,7 +249,7 @@ class _Run:
         self.storage.write(self.layout.metadata_key, body, "application/json")
         remove_stale(self.storage, self.layout, metadata.assets, earlier)
         self.storage.remove_orphans(self.layout.root)
-        log.info(
+        log.debug(
             "item %s (%s) done as %s: %d assets, timings %s",
             self.item.item_id, self.item.key, kind.name, rendered.count, self.timings.seconds,
         )  # fmt: skip

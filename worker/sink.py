@@ -5,6 +5,10 @@ processor keeps decoding. A producer that runs ahead blocks once `max_pending` o
 `max_pending_bytes` bytes are waiting, so memory stays flat however long the input is. The
 first failed write stops further writes and is raised to the producer at its next `put_*` and
 again by `close()`.
+
+The first output is held back until a second one comes: an item with a single output (a small
+image's thumbnail) has it written by the thread that closes the sink, as handing one small write
+to another thread and waiting for it costs more than the write itself.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import NamedTuple
 
 from worker.assets import Asset, AssetRecorder
 from worker.layout import SlotLayout
@@ -36,6 +41,21 @@ def _writers(concurrency: int) -> ThreadPoolExecutor:
         if key not in _POOLS:
             _POOLS[key] = ThreadPoolExecutor(concurrency, thread_name_prefix="sink")
         return _POOLS[key]
+
+
+class _Write(NamedTuple):
+    rel: str
+    data: bytes | Path
+    size: int
+    weight: int
+    """What it counts against the byte budget: its size when held in memory, else 0."""
+    content_type: str
+    content_encoding: str | None
+    delete_after: bool
+
+    def discard(self) -> None:
+        if self.delete_after and isinstance(self.data, Path):
+            self.data.unlink(missing_ok=True)
 
 
 class StorageSink:
@@ -60,6 +80,9 @@ class StorageSink:
         self._max_pending = max_pending
         self._max_pending_bytes = max_pending_bytes
         self._error: BaseException | None = None
+        self._held: _Write | None = None
+        """The first output's write, until a second output or `close()` (module docstring)."""
+        self._submitted = 0
 
     def put_bytes(
         self, rel: str, data: bytes, content_type: str, content_encoding: str | None = None
@@ -88,14 +111,26 @@ class StorageSink:
     ) -> None:
         # Only bytes held in memory count against the byte budget; files wait on disk.
         weight = size if isinstance(data, bytes) else 0
+        write = _Write(rel, data, size, weight, content_type, content_encoding, delete_after)
         with self._cond:
+            if self._held is not None:  # a second output: the first goes to the writers too
+                self._pool.submit(self._write, self._held)
+                self._held = None
             self._cond.wait_for(lambda: self._error is not None or self._has_room(weight))
             self._raise_if_failed()
             self._pending += 1
             self._pending_bytes += weight
-        self._pool.submit(
-            self._write, rel, data, size, weight, content_type, content_encoding, delete_after
-        )
+            self._submitted += 1
+            if self._submitted == 1:
+                # Nothing else is pending, so no producer can be waiting for room behind it.
+                self._held = write
+                return
+        self._pool.submit(self._write, write)
+
+    def _take_held(self) -> _Write | None:
+        with self._cond:
+            held, self._held = self._held, None
+        return held
 
     def _has_room(self, weight: int) -> bool:
         if self._pending == 0:
@@ -105,35 +140,32 @@ class StorageSink:
             and self._pending_bytes + weight <= self._max_pending_bytes
         )
 
-    def _write(
-        self,
-        rel: str,
-        data: bytes | Path,
-        size: int,
-        weight: int,
-        content_type: str,
-        content_encoding: str | None,
-        delete_after: bool,
-    ) -> None:
+    def _write(self, write: _Write) -> None:
         try:
             if self._error is None:
-                key = self.layout.key(rel)
-                self.storage.write(key, data, content_type, content_encoding)
-                self.recorded.add(rel)
+                self.storage.write(
+                    self.layout.key(write.rel),
+                    write.data,
+                    write.content_type,
+                    write.content_encoding,
+                )
+                self.recorded.add(write.rel)
                 with self._cond:
-                    self.total_bytes += size
+                    self.total_bytes += write.size
                     self.count += 1
         except BaseException as exc:
             with self._cond:
                 if self._error is None:
                     self._error = exc
         finally:
-            if delete_after and isinstance(data, Path):
-                data.unlink(missing_ok=True)
-            with self._cond:
-                self._pending -= 1
-                self._pending_bytes -= weight
-                self._cond.notify_all()
+            write.discard()
+            self._done(write)
+
+    def _done(self, write: _Write) -> None:
+        with self._cond:
+            self._pending -= 1
+            self._pending_bytes -= write.weight
+            self._cond.notify_all()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -141,6 +173,9 @@ class StorageSink:
 
     def close(self) -> None:
         """Wait for every write; raise the first failure, if any."""
+        held = self._take_held()
+        if held is not None:
+            self._write(held)
         with self._cond:
             self._cond.wait_for(lambda: self._pending == 0)
         self._raise_if_failed()
@@ -161,6 +196,11 @@ class StorageSink:
         if exc is None:
             self.close()
         else:
+            held = self._take_held()
             with self._cond:
                 self._error = self._error or exc
+            if held is not None:  # never started, and not to be written now
+                held.discard()
+                self._done(held)
+            with self._cond:
                 self._cond.wait_for(lambda: self._pending == 0)
