@@ -14,6 +14,8 @@ from __future__ import annotations
 import calendar
 import gzip
 import hashlib
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -472,3 +474,28 @@ def test_s3_refused_request_is_permission_denied(
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIANOSUCHKEY0000000")
         with pytest.raises(PermissionDenied, match="InvalidAccessKeyId"):
             open_writable(integration, settings).read_bytes("data/open/ok.jpg")
+
+
+def test_local_download_refuses_a_fifo_or_folder_without_blocking(tmp_path: Path) -> None:
+    """The local backend opens the object once to copy it; what a hostile folder puts at the
+    key instead of a file (a FIFO would block a plain open forever) fails as not found."""
+    bucket = tmp_path / "bucket"
+    (bucket / "in" / "folder.jpg").mkdir(parents=True)
+    os.mkfifo(bucket / "in" / "pipe.jpg")
+    storage = LocalStorage(bucket)
+    outcomes: list[BaseException | None] = []
+
+    def download_all() -> None:
+        for key in ("in/pipe.jpg", "in/folder.jpg"):
+            try:
+                storage.download(key, tmp_path / "out" / "copy")
+                outcomes.append(None)
+            except BaseException as exc:  # collected for the asserts below
+                outcomes.append(exc)
+
+    thread = threading.Thread(target=download_all, daemon=True)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the download blocked"
+    assert [type(exc) for exc in outcomes] == [NotFound, NotFound]
+    assert not (tmp_path / "out" / "copy").exists()

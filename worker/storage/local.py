@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from worker.errors import NotFound, PermissionDenied
@@ -77,6 +78,27 @@ class LocalStorage(Storage):
             raise NotFound(f"{self.integration}: {key} does not exist") from None
         if not path.is_file():
             raise NotFound(f"{self.integration}: {key} is a folder, not an object")
+        return self._info(key, path, stat)
+
+    def download(self, key: str, dest: Path) -> ObjectInfo:
+        """One open, the object's facts read from it, and its bytes copied by the kernel
+        (`sendfile`) rather than through a buffer of ours, which made every byte cross memory
+        twice more (a 12 MP JPEG: 7 MB per item, evicting other processes' caches)."""
+        path = self._path(key)
+        try:
+            # Non-blocking: a FIFO swapped in for the file must not hang the open.
+            source = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except (FileNotFoundError, IsADirectoryError):
+            raise NotFound(f"{self.integration}: {key} does not exist") from None
+        try:
+            stat = os.fstat(source)
+            if not S_ISREG(stat.st_mode):
+                raise NotFound(f"{self.integration}: {key} is not a file")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with dest.open("wb") as out:
+                _copy_in_kernel(source, out.fileno(), stat.st_size)
+        finally:
+            os.close(source)
         return self._info(key, path, stat)
 
     def _info(self, key: str, path: Path, stat: os.stat_result) -> ObjectInfo:
@@ -272,3 +294,14 @@ def _write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+
+
+def _copy_in_kernel(source: int, target: int, size: int) -> None:
+    """The first `size` bytes of `source` to `target` (the size the object was opened with, so
+    the copy matches the facts reported for it even if the file grows meanwhile)."""
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(target, source, offset, size - offset)
+        if sent == 0:  # shrank since it was opened
+            break
+        offset += sent
