@@ -1,7 +1,7 @@
 """Queue cost per item against Celery's own floor, and two workers against one (SPEC 8, 10).
 
     .venv/bin/python bench/bench_queue.py [--brokers redis,rabbitmq] [--tiny 300] [--large 40]
-        [--rounds 3] [--prefetch 4] [--scaling-items 200] [--no-scaling] [--root DIR]
+        [--rounds 3] [--prefetch 4] [--scaling-items 200] [--no-scaling] [--root DIR] [--pin]
 
 Overhead, per broker (a private redis-server; a fresh vhost on the machine's RabbitMQ, results
 in the private Redis), for 64x64 PNGs and 12 MP (4000x3000) JPEGs in a local bucket:
@@ -19,6 +19,13 @@ overhead = worker - in-process, per item; ratio = overhead / floor (target: at m
 run reports wall time and CPU time per item (this process, the client, plus the worker's
 processes; the broker's CPU is left out): on a shared machine the wall time of a chain of
 processes waiting on each other is mostly scheduling delay, and CPU time shows the work.
+
+`--pin` gives the pool processes (the floor's too) and the in-process runs CPU 1, and this process
+(the sender), the private redis-server and the workers' main processes CPU 0: an item's
+processing then never shares its CPU with the sender and the broker, as on a worker machine
+whose platform and broker run elsewhere. Unpinned, on two CPUs, the scheduler at times runs the
+sender or Redis beside a 12 MP decode on the same CPU, which slows the decode in the worker but
+not in process, and shows as overhead.
 
 Scaling: `--scaling-items` 12 MP JPEGs through one worker process, then through two (Redis,
 all queues), timed from the first send to the last result (SPEC 10: at least 1.8x).
@@ -40,10 +47,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from queue_support import (
+    OTHER_CPU,
+    POOL_CPU,
     Run,
     floor_argv,
     in_process,
     mediaworker_argv,
+    on_cpu,
+    pin_pools,
     rabbitmq_vhost,
     redis_server,
     started,
@@ -101,6 +112,8 @@ def overhead(
         many = stack.enter_context(
             started(mediaworker_argv(fetching), logs / f"{broker_name}-pn.log")
         )
+        if args.pin:
+            pin_pools([floor, one, many])
         warm = keys["tiny"][:10]
         through_floor(client, warm, "warm")
         through_worker(settings, warm, "warm")
@@ -110,8 +123,9 @@ def overhead(
         runs: dict[str, Run] = {
             "floor": (lambda tag: through_floor(client, tiny, tag), len(tiny), [floor])
         }
+        local = _pinned(in_process, POOL_CPU if args.pin else None)
         for size, batch in keys.items():
-            runs[f"{size} in-process"] = (_batch(in_process, settings, batch), len(batch), [])
+            runs[f"{size} in-process"] = (_batch(local, settings, batch), len(batch), [])
             runs[f"{size} worker"] = (_batch(through_worker, settings, batch), len(batch), [one])
             runs[f"{size} worker prefetch"] = (
                 _batch(through_worker, prefetch_settings, batch), len(batch), [many]
@@ -149,6 +163,14 @@ def _paired_ratios(measured: dict[str, list[tuple[float, float]]], size: str) ->
     worker, local = measured[f"{size} worker"], measured[f"{size} in-process"]
     rounds = zip(worker, local, measured["floor"], strict=True)
     return [(w - i) / f for (w, _), (i, _), (f, _) in rounds]
+
+
+def _pinned(run: Callable[..., float], cpu: int | None) -> Callable[..., float]:
+    def on(*args: object) -> float:
+        with on_cpu(cpu):
+            return run(*args)
+
+    return on
 
 
 def _batch(run: Callable[..., float], settings: object, batch: list[str]) -> Callable[[str], float]:
@@ -200,10 +222,17 @@ def main() -> int:
     parser.add_argument("--prefetch", type=int, default=4, help="worker.images_prefetch to try")
     parser.add_argument("--scaling-items", type=int, default=200)
     parser.add_argument("--no-scaling", action="store_true")
+    parser.add_argument("--pin", action="store_true",
+                        help="pool processes and in-process runs on CPU 1; this process, the"
+                        " brokers' Redis and the workers' main processes on CPU 0 (implies"
+                        " --no-scaling)")  # fmt: skip
     parser.add_argument("--root", default=_memory_folder(),
                         help="where the bucket and work folders go (default: /dev/shm when"
                         " writable, else the temporary folder)")  # fmt: skip
     args = parser.parse_args()
+    if args.pin:
+        args.no_scaling = True
+        os.sched_setaffinity(0, {OTHER_CPU})  # the private redis-server starts here too
     root = Path(tempfile.mkdtemp(prefix="bench-queue-", dir=args.root))
     print(f"bucket and work folders under {root}")
     (root / "logs").mkdir()

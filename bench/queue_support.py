@@ -128,6 +128,35 @@ def in_process(settings: Settings, keys: list[str], tag: str) -> float:
     return elapsed
 
 
+POOL_CPU, OTHER_CPU = 1, 0
+"""`--pin`: the CPU given to pool processes and in-process runs, and the one for the rest."""
+
+
+def pin_pools(pids: list[int]) -> None:
+    """Each worker's pool processes on POOL_CPU, its main process on OTHER_CPU."""
+    import psutil
+
+    for pid in pids:
+        main = psutil.Process(pid)
+        main.cpu_affinity([OTHER_CPU])
+        for child in main.children(recursive=True):
+            child.cpu_affinity([POOL_CPU])
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int | None) -> Iterator[None]:
+    """Run this process on `cpu` for a while (None: leave it where it is)."""
+    if cpu is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """CPU time used so far by this process and by each given process and its children."""
     import psutil
