@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil
-from bench_queue import floor_client, write_bucket
+from bench_queue import _memory_folder, floor_client, write_bucket
 from queue_support import (
     floor_argv,
     in_process,
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--size", choices=("tiny", "12mp"), default="tiny")
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="mw-profile-"))
+    root = Path(tempfile.mkdtemp(prefix="mw-profile-", dir=_memory_folder()))
     (root / "logs").mkdir()
     keys = write_bucket(root, args.size, args.items)
     warm, out = keys[:10], root / "profile"
