@@ -23,60 +23,31 @@ import argparse
 import contextlib
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 
 
-def in_process(config: str, size: str, count: int, tag: str) -> None:
-    """Run in a checkout: one batch through `process_item`; prints wall and CPU s per item."""
+def in_process_here(config: str, size: str, count: int, tag: str) -> None:
+    """Run in a checkout: one batch through `process_item` (`queue_support.in_process`, with
+    this checkout's mediaworker); prints wall and CPU seconds per item."""
+    sys.path.insert(0, str(BENCH))
+    from bench_queue import SIZES
+    from queue_support import in_process
+
     from worker.config import load_settings
-    from worker.items import Item
-    from worker.pipeline import process_item
-    from worker.storage import open_storage
 
     settings = load_settings(Path(config))
-    storage = open_storage(settings.integration("bench"), settings)
-    ext = "png" if size == "tiny" else "jpg"
-    keys = [f"{size}/{n:05d}.{ext}" for n in range(count)]
-
-    def batch(name: str) -> list[Item]:
-        return [Item(integration="bench", key=k, item_id=f"{name}-{n}", type="image")
-                for n, k in enumerate(keys)]  # fmt: skip
-
-    for item in batch(f"{tag}-warm")[:10]:
-        process_item(item, settings, storage)
-    items = batch(tag)
-    wall, cpu = time.perf_counter(), time.process_time()
-    for item in items:
-        result = process_item(item, settings, storage)
-        assert result.status.value == "ok", result.message
-    print(json.dumps([(time.perf_counter() - wall) / count, (time.process_time() - cpu) / count]))
-
-
-@contextlib.contextmanager
-def worker_in(checkout: Path, config: Path, log: Path) -> Iterator[None]:
-    argv = [sys.executable, "-m", "worker", "worker", "--config", str(config), "--queues",
-            "images", "--concurrency", "1", "--loglevel", "INFO"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, cwd=checkout, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    try:
-        from queue_support import wait_ready
-
-        wait_ready(log)
-        yield
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+    keys = [f"{size}/{n:05d}.{SIZES[size][1]}" for n in range(count)]
+    in_process(settings, keys[:10], f"{tag}-warm")
+    cpu = time.process_time()
+    wall = in_process(settings, keys, tag)
+    print(json.dumps([wall / count, (time.process_time() - cpu) / count]))
 
 
 def compare(checkouts: list[Path], args: argparse.Namespace) -> None:
@@ -84,6 +55,7 @@ def compare(checkouts: list[Path], args: argparse.Namespace) -> None:
     from bench_queue import _memory_folder, floor_client, write_bucket
     from queue_support import (
         floor_argv,
+        mediaworker_argv,
         redis_server,
         started,
         through_floor,
@@ -103,7 +75,8 @@ def compare(checkouts: list[Path], args: argparse.Namespace) -> None:
         stack.enter_context(started(floor_argv(), root / "logs" / "floor.log", env))
         configs = [write_config(root, url, url, f"c{n}") for n in range(len(checkouts))]
         for n, (checkout, config) in enumerate(zip(checkouts, configs, strict=True)):
-            stack.enter_context(worker_in(checkout, config, root / "logs" / f"c{n}.log"))
+            log = root / "logs" / f"c{n}.log"
+            stack.enter_context(started(mediaworker_argv(config), log, checkout=checkout))
         through_floor(client, keys[:10], "warm")
         for config in configs:
             through_worker(load_settings(config), keys[:10], f"warm-{config.stem}")
@@ -141,7 +114,7 @@ def report(checkouts: list[Path], per_item: dict[str, list[tuple[float, float]]]
 
 def main() -> None:
     if sys.argv[1:2] == ["--in-process"]:
-        in_process(*sys.argv[2:4], int(sys.argv[4]), sys.argv[5])
+        in_process_here(*sys.argv[2:4], int(sys.argv[4]), sys.argv[5])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkouts", nargs="+", type=Path)

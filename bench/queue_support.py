@@ -52,15 +52,17 @@ def floor_argv() -> list[str]:
 
 
 @contextlib.contextmanager
-def started(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[int]:
+def started(
+    argv: list[str], log: Path, env: dict[str, str] | None = None, checkout: Path = BENCH.parent
+) -> Iterator[int]:
     """One worker process group, ready to consume, as its pid; SIGTERM (warm shutdown) on the
-    way out."""
+    way out. It runs in `checkout` and imports mediaworker from there (this one by default)."""
     environment = {**os.environ, **(env or {})}
-    paths = [str(BENCH), str(BENCH.parent), environment.get("PYTHONPATH", "")]
+    paths = [str(BENCH), str(checkout), environment.get("PYTHONPATH", "")]
     environment["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=environment,
-                                start_new_session=True)  # fmt: skip
+                                cwd=checkout, start_new_session=True)  # fmt: skip
     try:
         wait_ready(log)
         yield proc.pid

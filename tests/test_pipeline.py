@@ -14,7 +14,7 @@ from PIL import Image
 
 from fixtures.images import generate_images
 from worker.cli import main
-from worker.config import Integration
+from worker.config import Integration, Settings
 from worker.errors import StorageUnavailable
 from worker.items import Item, default_item_id
 from worker.layout import Rel, SlotLayout
@@ -165,11 +165,8 @@ class _FailingAfterThumbnail(LocalStorage):
 
 
 def test_failure_after_thumbnail_leaves_no_marker_and_rerun_succeeds(make_integration) -> None:
-    settings, integration = make_integration("local")
-    storage = open_writable(integration, settings)
-    key = _upload(storage, integration, "scans/page.tif", _tiff())
-    item = Item(integration=integration.name, key=key)
-    layout = SlotLayout(integration.prefix, item.item_id, item.slot)
+    settings, integration, storage, item, layout = _page_tif(make_integration)
+    key = item.key
     assert process_item(item, settings, storage).status == Status.OK  # an earlier good run
 
     failing = _FailingAfterThumbnail(integration.root, integration.name)
@@ -201,11 +198,8 @@ class _CountingChanges(LocalStorage):
 
 
 def test_a_redelivered_item_its_dead_worker_committed_is_not_redone(make_integration) -> None:
-    settings, integration = make_integration("local")
-    storage = open_writable(integration, settings)
-    key = _upload(storage, integration, "scans/page.tif", _tiff())
-    item = Item(integration=integration.name, key=key)
-    layout = SlotLayout(integration.prefix, item.item_id, item.slot)
+    settings, integration, storage, item, layout = _page_tif(make_integration)
+    key = item.key
     first = process_item(item, settings, storage)
     marker = storage.read_bytes(layout.metadata_key)
 
@@ -226,11 +220,7 @@ def test_a_redelivered_item_its_dead_worker_committed_is_not_redone(make_integra
 
 
 def test_a_rerun_removes_what_a_killed_writer_left_in_the_slot(make_integration) -> None:
-    settings, integration = make_integration("local")
-    storage = open_writable(integration, settings)
-    key = _upload(storage, integration, "scans/page.tif", _tiff())
-    item = Item(integration=integration.name, key=key)
-    layout = SlotLayout(integration.prefix, item.item_id, item.slot)
+    settings, integration, storage, item, layout = _page_tif(make_integration)
     dead = subprocess.Popen([sys.executable, "-c", "import os; print(os.getpid())"],
                             stdout=subprocess.PIPE, text=True)  # fmt: skip
     dead_pid = int(dead.communicate()[0])
@@ -269,6 +259,21 @@ def test_item_id_is_uuid5_of_key_alone_and_explicit_id_wins(
     assert (
         explicit["payload"]["storage_thumbnail_key"]
         == f"{integration.prefix}/item-42/files/1/thumbnail.jpg"
+    )
+
+
+def _page_tif(make_integration) -> tuple[Settings, Integration, Storage, Item, SlotLayout]:
+    """A local integration holding one TIFF page, and its item and slot layout."""
+    settings, integration = make_integration("local")
+    storage = open_writable(integration, settings)
+    key = _upload(storage, integration, "scans/page.tif", _tiff())
+    item = Item(integration=integration.name, key=key)
+    return (
+        settings,
+        integration,
+        storage,
+        item,
+        SlotLayout(integration.prefix, item.item_id, item.slot),
     )
 
 
